@@ -1,0 +1,235 @@
+"""The typed recipe model, built only from documents that passed the schema.
+
+A :class:`Recipe` is one source package: where its source comes from, how it
+builds, which binary packages it makes and how to smoke-test them. A
+:class:`Suite` is the set of recipes plus the suite's settings (release number,
+target distribution, base image), and answers questions that need all recipes
+at once: which recipe makes a binary package, in which order to build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kernbuild.recipe import schema
+
+if TYPE_CHECKING:
+    from kernbuild.errors import Diagnostic
+    from kernbuild.recipe.load import Document
+
+
+@dataclass(frozen=True)
+class SuiteSettings:
+    """Settings shared by every recipe of a suite (``recipes/suite.yaml``)."""
+
+    SCHEMA = schema.SUITE
+
+    name: str = "kern"
+    release: int = 1
+    date: str = "2026-11-01"
+    maintainer: str = "KERN packaging team <kern@kernsuite.invalid>"
+    distribution: str = "trixie"
+    mirror: str = "http://deb.debian.org/debian"
+    base: str = "trixie"
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "SuiteSettings":
+        return cls(**(data or {}))
+
+    @property
+    def repo_distribution(self) -> str:
+        """The apt distribution the suite publishes to, such as ``kern-1``."""
+        return f"{self.name}-{self.release}"
+
+    @property
+    def base_is_registry_image(self) -> bool:
+        """``ubuntu:24.04`` is pulled from a registry; ``trixie`` is made with mmdebstrap."""
+        return ":" in self.base or "/" in self.base
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: str  # one of schema.SOURCE_KINDS
+    ref: str  # the PyPI name, Debian source package, URL, git URL or path
+    sha256: str | None = None
+    commit: str | None = None
+    version: str | None = None  # Debian source version, for kind == "debian"
+    suite: str | None = None
+    subdir: str | None = None
+
+
+@dataclass(frozen=True)
+class Build:
+    system: str
+    depends: tuple[str, ...] = ()
+    configure: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BinaryPackage:
+    name: str
+    architecture: str = "any"
+    section: str = "science"
+    summary: str = ""
+    description: str = ""
+    relations: dict[str, tuple[str, ...]] = field(default_factory=dict)  # Depends, Provides...
+    files: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    build_depends: tuple[str, ...] = ()
+    configure: tuple[str, ...] = ()
+    cuda: str | None = None
+
+
+@dataclass(frozen=True)
+class SmokeStep:
+    run: str
+
+
+RELATION_FIELDS = ("depends", "recommends", "suggests", "provides", "conflicts", "replaces")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One source package of the suite."""
+
+    name: str
+    version: str
+    revision: int
+    epoch: int | None
+    summary: str
+    description: str
+    homepage: str | None
+    license: str
+    copyright: str
+    date: str | None
+    source: Source
+    build: Build
+    packages: tuple[BinaryPackage, ...]
+    smoke: tuple[SmokeStep, ...]
+    variants: dict[str, Variant]
+    path: Path = field(compare=False)
+    document: "Document | None" = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def from_document(cls, doc: "Document") -> "Recipe":
+        raw: dict[str, Any] = doc.data
+        src = raw["source"]
+        kind = next(k for k in schema.SOURCE_KINDS if k in src)
+        ref = src[kind]
+        if kind == "path":  # relative to the recipe file, so recipes move with their data
+            ref = str((doc.path.parent / ref).resolve())
+        packages = tuple(
+            BinaryPackage(
+                name=name,
+                architecture=spec.get("architecture", "any"),
+                section=spec.get("section", "science"),
+                summary=spec.get("summary", raw["summary"]),
+                description=spec.get("description", raw["description"]),
+                relations={k: tuple(spec[k]) for k in RELATION_FIELDS if k in spec},
+                files=tuple(spec.get("files", ())),
+            )
+            for name, spec in ((n, s or {}) for n, s in raw["packages"].items())
+        )
+        variants = {
+            name: Variant(name, tuple((spec.get("build") or {}).get("depends", ())),
+                          tuple((spec.get("build") or {}).get("configure", ())),
+                          spec.get("cuda"))
+            for name, spec in (raw.get("variants") or {}).items()
+        }
+        return cls(
+            name=raw["name"], version=raw["version"], revision=raw.get("revision", 1),
+            epoch=raw.get("epoch"), summary=raw["summary"].strip(),
+            description=raw["description"], homepage=raw.get("homepage"),
+            license=raw["license"], copyright=raw.get("copyright", "the upstream authors"),
+            date=raw.get("date"),
+            source=Source(kind, ref, src.get("sha256"), src.get("commit"), src.get("version"),
+                          src.get("suite"), src.get("subdir")),
+            build=Build(raw["build"]["system"], tuple(raw["build"].get("depends", ())),
+                        tuple(raw["build"].get("configure", ()))),
+            packages=packages,
+            smoke=tuple(SmokeStep(step["run"]) for step in raw.get("smoke", ())),
+            variants=variants, path=doc.path, document=doc,
+        )
+
+    # --- versions ---------------------------------------------------------------
+
+    def debian_version(self, settings: SuiteSettings) -> str:
+        """``[epoch:]<upstream>-<revision>kern<N>``, such as ``2.7.1-1kern1``."""
+        epoch = f"{self.epoch}:" if self.epoch else ""
+        return f"{epoch}{self.version}-{self.revision}{settings.name}{settings.release}"
+
+    def changelog_date(self, settings: SuiteSettings) -> str:
+        """The recipe's date, else the suite release's: never the clock."""
+        return self.date or settings.date
+
+    # --- relations --------------------------------------------------------------
+
+    @property
+    def binary_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.packages)
+
+    def dependency_relations(self) -> list[tuple[tuple, str]]:
+        """Every (YAML path, relation) this recipe needs at build or run time."""
+        found = [(("build", "depends", i), rel) for i, rel in enumerate(self.build.depends)]
+        for package in self.packages:
+            for i, rel in enumerate(package.relations.get("depends", ())):
+                found.append((("packages", package.name, "depends", i), rel))
+        return found
+
+    def where(self, path: tuple) -> tuple[int, int]:
+        """The (line, column) of a YAML path of this recipe."""
+        return self.document.where(path) if self.document else (1, 1)
+
+    def with_variant(self, name: str) -> "Recipe":
+        """This recipe with a variant's build dependencies and configure flags added."""
+        variant = self.variants[name]
+        return replace(self, build=replace(
+            self.build, depends=self.build.depends + variant.build_depends,
+            configure=self.build.configure + variant.configure))
+
+    def fingerprint(self) -> str:
+        """A sha256 over everything that affects the built packages (not the file's layout)."""
+        data = asdict(replace(self, path=Path(self.path.name), document=None))
+        data.pop("smoke")  # smoke tests run against packages; they do not change them
+        blob = json.dumps(data, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+@dataclass
+class Suite:
+    """Every recipe of the suite, with its settings."""
+
+    settings: SuiteSettings
+    recipes: list[Recipe]
+
+    def __post_init__(self) -> None:
+        self.by_name = {r.name: r for r in self.recipes}
+        self.maker = {b: r for r in self.recipes for b in r.binary_names}
+
+    def get(self, name: str) -> Recipe:
+        """A recipe by source or binary package name."""
+        from kernbuild.errors import KernError
+
+        recipe = self.by_name.get(name) or self.maker.get(name)
+        if recipe is None:
+            import difflib
+
+            close = difflib.get_close_matches(name, list(self.by_name), n=1)
+            raise KernError(f"no recipe named {name!r}",
+                            f"did you mean {close[0]!r}?" if close
+                            else "run 'kernbuild graph' to list the suite's recipes")
+        return recipe
+
+    def problems(self) -> list["Diagnostic"]:
+        """Problems that only show with all recipes: clashing names, dependency cycles."""
+        from kernbuild.recipe.graph import cycle_problems, name_clashes
+
+        return name_clashes(self.recipes) + cycle_problems(self)

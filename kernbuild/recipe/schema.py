@@ -1,0 +1,383 @@
+"""The recipe schema: which keys a recipe may have, their types and rules.
+
+The schema is data, kept apart from the model and the loader so that it can be
+read in one place and checked by :func:`validate`, which walks the raw YAML
+and reports every problem at once, each with the line it was found on and a
+hint. Only after a recipe passes does :mod:`kernbuild.recipe.model` build the
+typed model from it, so the model never sees malformed input.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from debian.debian_support import Version
+
+# Debian policy 5.6.1 (source) and 5.6.7 (binary package names).
+PACKAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+# Debian policy 5.6.12: upstream_version starts with a digit; we always add a
+# revision, so hyphens are allowed, colons only through ``epoch``.
+UPSTREAM_VERSION = re.compile(r"^[0-9][A-Za-z0-9.+~-]*$")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+GIT_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+ARCHITECTURE = re.compile(r"^(any|all|[a-z0-9-]+( [a-z0-9-]+)*)$")
+BUILD_SYSTEMS = ("pybuild", "cmake", "autotools", "make", "none")
+SOURCE_KINDS = ("pypi", "debian", "url", "git", "path")
+
+# A path into the YAML document, such as ("packages", "python3-losoto", "depends", 0).
+Path_ = tuple
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A schema violation at a YAML path; the loader turns it into a Diagnostic."""
+
+    path: Path_
+    message: str
+    hint: str = ""
+    at_key: bool = False  # point at the key rather than the value
+
+
+# --- the node types -----------------------------------------------------------------
+
+
+class Node:
+    """A schema node: ``check`` yields problems for the raw value at ``path``."""
+
+    type_name = "value"
+
+    def check(self, value: Any, path: Path_) -> list[Problem]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Str(Node):
+    pattern: re.Pattern | None = None
+    hint: str = ""
+    choices: tuple[str, ...] = ()
+    single_line: bool = False
+    type_name = "string"
+
+    def check(self, value: Any, path: Path_) -> list[Problem]:
+        # YAML reads 2.7 as a float and 3 as an int: a version must be quoted.
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return [Problem(path, f"expected a string, got the number {value!r}",
+                            f'quote it: "{value}"')]
+        if not isinstance(value, str):
+            return [Problem(path, f"expected a string, got {_kind(value)}")]
+        if self.choices and value not in self.choices:
+            return [Problem(path, f"{value!r} is not one of {', '.join(self.choices)}",
+                            _did_you_mean(value, self.choices))]
+        if self.pattern and not self.pattern.match(value):
+            return [Problem(path, f"invalid value {value!r}", self.hint)]
+        if self.single_line and "\n" in value.strip():
+            return [Problem(path, "must be a single line", "put longer text in 'description'")]
+        return []
+
+
+@dataclass(frozen=True)
+class Int(Node):
+    minimum: int = 0
+    type_name = "integer"
+
+    def check(self, value: Any, path: Path_) -> list[Problem]:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return [Problem(path, f"expected an integer, got {_kind(value)}")]
+        if value < self.minimum:
+            return [Problem(path, f"must be at least {self.minimum}, got {value}")]
+        return []
+
+
+@dataclass(frozen=True)
+class Relation(Node):
+    """A Debian dependency relation, such as ``python3-numpy (>= 1:1.24) | python3-legacy``.
+
+    Parsed with python-debian; because its parser returns what it cannot parse
+    as a raw package "name", every name and version is checked again here.
+    """
+
+    type_name = "Debian dependency relation"
+
+    def check(self, value: Any, path: Path_) -> list[Problem]:
+        if not isinstance(value, str):
+            return [Problem(path, f"expected a dependency relation string, got {_kind(value)}")]
+        error = relation_error(value)
+        return [Problem(path, error, "write it as Debian does: 'name', 'name (>= 1.0)', "
+                                     "'a | b'; one relation per list item")] if error else []
+
+
+@dataclass(frozen=True)
+class List(Node):
+    item: Node
+    type_name = "list"
+
+    def check(self, value: Any, path: Path_) -> list[Problem]:
+        if not isinstance(value, list):
+            hint = f"write it as a list: [{value}]" if isinstance(value, str) else ""
+            return [Problem(path, f"expected a list, got {_kind(value)}", hint)]
+        problems: list[Problem] = []
+        for index, item in enumerate(value):
+            problems += self.item.check(item, path + (index,))
+        return problems
+
+
+@dataclass(frozen=True)
+class Key:
+    node: Node
+    required: bool = False
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Map(Node):
+    """A mapping with a fixed set of keys."""
+
+    keys: dict[str, Key]
+    # At most (and, if ``one_of_required``, exactly) one of these keys.
+    one_of: tuple[str, ...] = ()
+    one_of_required: bool = False
+    rules: tuple[Callable[[dict, Path_], list[Problem]], ...] = ()
+    type_name = "mapping"
+
+    def check(self, value: Any, path: Path_) -> list[Problem]:
+        if not isinstance(value, dict):
+            return [Problem(path, f"expected a mapping, got {_kind(value)}")]
+        problems: list[Problem] = []
+        where = f" in {_dotted(path)}" if path else ""
+        for key, item in value.items():
+            if key not in self.keys:
+                problems.append(Problem(path + (key,), f"unknown key {key!r}{where}",
+                                        _did_you_mean(str(key), self.keys), at_key=True))
+            else:
+                problems += self.keys[key].node.check(item, path + (key,))
+        for key, spec in self.keys.items():
+            if spec.required and key not in value:
+                problems.append(Problem(path, f"missing required key {key!r}{where}", spec.doc))
+        if self.one_of:
+            present = [k for k in self.one_of if k in value]
+            if len(present) > 1:
+                problems.append(Problem(path, f"{' and '.join(present)} are exclusive{where}",
+                                        "a source has exactly one origin"))
+            elif not present and self.one_of_required:
+                problems.append(Problem(path, f"needs one of {', '.join(self.one_of)}{where}"))
+        if not problems:
+            for rule in self.rules:
+                problems += rule(value, path)
+        return problems
+
+
+@dataclass(frozen=True)
+class Dict(Node):
+    """A mapping from names (checked by ``key``) to values of one schema."""
+
+    key: Str
+    value: Node
+    min_items: int = 0
+    rules: tuple[Callable[[dict, Path_], list[Problem]], ...] = ()
+    type_name = "mapping"
+
+    def check(self, value: Any, path: Path_) -> list[Problem]:
+        if not isinstance(value, dict):
+            return [Problem(path, f"expected a mapping, got {_kind(value)}")]
+        if len(value) < self.min_items:
+            return [Problem(path, f"needs at least {self.min_items} entry")]
+        problems: list[Problem] = []
+        for key, item in value.items():
+            key_problems = self.key.check(str(key), path + (key,))
+            problems += [Problem(p.path, p.message, p.hint, at_key=True) for p in key_problems]
+            problems += self.value.check(item, path + (key,))
+        if not problems:
+            for rule in self.rules:
+                problems += rule(value, path)
+        return problems
+
+
+# --- rules that span several keys ---------------------------------------------------
+
+
+def _remote_source_is_pinned(source: dict, path: Path_) -> list[Problem]:
+    if "path" in source:
+        return []
+    if "git" in source:
+        if "commit" not in source:
+            return [Problem(path, "a git source needs 'commit' (a full 40-character id)",
+                            "pin the exact commit: branches and tags move")]
+        return []
+    if "sha256" not in source:
+        return [Problem(path, "a remote source needs 'sha256'",
+                        "download it once and add: sha256: <output of sha256sum>")]
+    return []
+
+
+def _debian_source_has_version(source: dict, path: Path_) -> list[Problem]:
+    if "debian" in source and "version" not in source:
+        return [Problem(path, "a debian source needs 'version', the Debian source version",
+                        "for example version: 8.4+ds-1 (see the .dsc's Version field)")]
+    if "debian" not in source and "version" in source:
+        return [Problem(path + ("version",), "'version' only applies to a debian source",
+                        "the upstream version is the recipe's top-level 'version'", at_key=True)]
+    return []
+
+
+def _several_packages_name_their_files(packages: dict, path: Path_) -> list[Problem]:
+    if len(packages) < 2:
+        return []
+    return [Problem(path + (name,), f"package {name!r} needs 'files' when a recipe makes "
+                    "several packages", "list the installed paths it takes, e.g. "
+                    "files: [usr/lib/*/lib*.so.*]", at_key=True)
+            for name, spec in packages.items() if "files" not in (spec or {})]
+
+
+# --- the recipe ---------------------------------------------------------------------
+
+DEPENDS = List(Relation())
+NAME_HINT = "lower-case letters, digits, '+', '-' and '.', starting with a letter or digit"
+
+SOURCE = Map(
+    keys={
+        "pypi": Key(Str(re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$"), "a PyPI project name"),
+                    doc="the project's name on PyPI; its sdist of the recipe's version is used"),
+        "debian": Key(Str(PACKAGE_NAME, NAME_HINT), doc="a source package in Debian's archive"),
+        "url": Key(Str(re.compile(r"^(https?|ftp)://\S+$"), "an http(s) or ftp URL")),
+        "git": Key(Str(re.compile(r"^\S+$"), "a git URL")),
+        "path": Key(Str(re.compile(r"^\S"), "a directory or archive, relative to the recipe")),
+        "sha256": Key(Str(SHA256, "64 lower-case hex digits, as printed by sha256sum")),
+        "commit": Key(Str(GIT_COMMIT, "the full 40-character commit id")),
+        "version": Key(Str(re.compile(r"^([0-9]+:)?[0-9][A-Za-z0-9.+~-]*$"),
+                           "a Debian source version such as 8.4+ds-1")),
+        "suite": Key(Str(re.compile(r"^[a-z-]+$"), "a Debian suite such as trixie")),
+        "subdir": Key(Str(re.compile(r"^[^/].*$"), "a relative directory inside the source")),
+    },
+    one_of=SOURCE_KINDS,
+    one_of_required=True,
+    rules=(_remote_source_is_pinned, _debian_source_has_version),
+)
+
+BUILD = Map(keys={
+    "system": Key(Str(choices=BUILD_SYSTEMS), required=True),
+    "depends": Key(DEPENDS, doc="Build-Depends, as Debian relations"),
+    "configure": Key(List(Str()), doc="extra arguments for the configure step"),
+})
+
+PACKAGE = Map(keys={
+    "architecture": Key(Str(ARCHITECTURE, "any, all, or a list of architectures")),
+    "section": Key(Str(re.compile(r"^[a-z0-9/-]+$"), "a Debian section such as science")),
+    "summary": Key(Str(single_line=True)),
+    "description": Key(Str()),
+    "depends": Key(DEPENDS),
+    "recommends": Key(DEPENDS),
+    "suggests": Key(DEPENDS),
+    "provides": Key(DEPENDS),
+    "conflicts": Key(DEPENDS),
+    "replaces": Key(DEPENDS),
+    "files": Key(List(Str(re.compile(r"^[^/]"), "a path relative to the install root"))),
+})
+
+SMOKE_STEP = Map(keys={"run": Key(Str(), required=True, doc="a command run with sh -c")})
+
+VARIANT = Map(keys={
+    "build": Key(Map(keys={"depends": Key(DEPENDS), "configure": Key(List(Str()))})),
+    "cuda": Key(Str(re.compile(r"^\s*(>=|<=|==|>|<)?\s*[0-9]+(\.[0-9]+)*"
+                               r"(\s*,\s*(>=|<=|==|>|<)\s*[0-9]+(\.[0-9]+)*)*\s*$"),
+                    "a version range such as '>=12.0' or '>=11.8, <13'")),
+})
+
+RECIPE = Map(keys={
+    "name": Key(Str(PACKAGE_NAME, NAME_HINT), required=True, doc="the Debian source package name"),
+    "version": Key(Str(UPSTREAM_VERSION, "an upstream version starting with a digit"),
+                   required=True),
+    "revision": Key(Int(minimum=1), doc="the Debian revision, starting at 1"),
+    "epoch": Key(Int(minimum=0)),
+    "summary": Key(Str(single_line=True), required=True),
+    "description": Key(Str(), required=True),
+    "homepage": Key(Str(re.compile(r"^https?://\S+$"), "an http(s) URL")),
+    "license": Key(Str(re.compile(r"^\S.*$"), "an SPDX identifier such as GPL-3.0-or-later"),
+                   required=True),
+    "copyright": Key(Str(), doc="the upstream copyright line for debian/copyright"),
+    "date": Key(Str(re.compile(r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2})?)?$"),
+                    "YYYY-MM-DD, the changelog date of this revision")),
+    "source": Key(SOURCE, required=True),
+    "build": Key(BUILD, required=True),
+    "packages": Key(Dict(Str(PACKAGE_NAME, NAME_HINT), PACKAGE, min_items=1,
+                         rules=(_several_packages_name_their_files,)), required=True),
+    "smoke": Key(List(SMOKE_STEP)),
+    "variants": Key(Dict(Str(re.compile(r"^[a-z][a-z0-9-]*$"), "lower-case, such as gpu"),
+                         VARIANT)),
+})
+
+# --- helpers ------------------------------------------------------------------------
+
+logging.getLogger("debian.deb822").setLevel(logging.ERROR)  # we report bad relations ourselves
+
+
+def relation_error(text: str) -> str:
+    """Return why ``text`` is not a valid Debian relation, or "" if it is."""
+    from debian.deb822 import PkgRelation
+
+    if not text.strip():
+        return "empty dependency relation"
+    for alternatives in PkgRelation.parse_relations(text):
+        for alt in alternatives:
+            name = alt["name"]
+            if not PACKAGE_NAME.match(name) or alt["name"] != name.strip():
+                return f"malformed dependency relation {text!r}"
+            if alt["version"]:
+                op, version = alt["version"]
+                try:
+                    Version(version)
+                except ValueError:
+                    return f"invalid version {version!r} in relation {text!r}"
+    return ""
+
+
+def relation_names(text: str) -> list[str]:
+    """Every package name a (valid) relation mentions, alternatives included."""
+    from debian.deb822 import PkgRelation
+
+    return [alt["name"] for group in PkgRelation.parse_relations(text) for alt in group]
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
+            int: "an integer", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _dotted(path: Path_) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def _did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    return "allowed: " + ", ".join(sorted(choices))
+
+
+def validate(raw: Any) -> list[Problem]:
+    """Every problem in one raw recipe document, checked against :data:`RECIPE`."""
+    return RECIPE.check(raw, ())
+
+
+
+
+# --- the suite settings (recipes/suite.yaml) ----------------------------------------
+
+SUITE = Map(keys={
+    "name": Key(Str(PACKAGE_NAME, NAME_HINT), doc="the suite's name, such as kern"),
+    "release": Key(Int(minimum=1), doc="the release number N: versions end in kernN"),
+    "date": Key(Str(re.compile(r"^\d{4}-\d{2}-\d{2}$"), "YYYY-MM-DD"),
+                doc="the changelog date of recipes that give none"),
+    "maintainer": Key(Str(re.compile(r"^[^<>]+ <[^<>@\s]+@[^<>\s]+>$"),
+                          "Full Name <email@example.org>")),
+    "distribution": Key(Str(re.compile(r"^[a-z]+$"), "a Debian codename such as trixie"),
+                        doc="the Debian release packages are built for"),
+    "mirror": Key(Str(re.compile(r"^(https?|file)://\S+$"), "an http(s) Debian mirror URL")),
+    "base": Key(Str(re.compile(r"^\S+$"), "a Debian codename (built with mmdebstrap) or a "
+                                          "registry image such as ubuntu:24.04")),
+})
