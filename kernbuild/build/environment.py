@@ -1,0 +1,147 @@
+"""Build environments: the base image and the build image every package builds in.
+
+The base is made from scratch with mmdebstrap and ``docker import`` (no registry
+is needed), or pulled from a registry when the suite names one such as
+``ubuntu:24.04``. The build image adds the packaging toolchain on top, from a
+Dockerfile rendered here; its tag carries a hash of that Dockerfile and of the
+base, so a change to either makes a new build image and, through the build
+keys, rebuilds the packages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import jinja2
+
+from kernbuild.engine import image_id
+from kernbuild.errors import KernError
+from kernbuild.recipe.model import SuiteSettings
+
+if TYPE_CHECKING:
+    import docker
+
+BUILD_TOOLCHAIN = (
+    "build-essential", "debhelper", "dh-python", "python3-all", "python3-setuptools",
+    "pybuild-plugin-pyproject", "lintian", "ca-certificates",
+)
+
+_templates = jinja2.Environment(
+    loader=jinja2.PackageLoader("kernbuild.build", "templates"),
+    undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False,
+)
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BuildEnvironment:
+    """The images a package build runs in, by tag and by id."""
+
+    base: str
+    base_id: str
+    image: str
+    image_id: str
+
+
+def base_tag(settings: SuiteSettings) -> str:
+    return settings.base if settings.base_is_registry_image else f"kern/base:{settings.base}"
+
+
+def build_dockerfile(base: str) -> str:
+    return _templates.get_template("build.Dockerfile.j2").render(
+        base=base, packages=BUILD_TOOLCHAIN)
+
+
+def ensure(client: "docker.DockerClient", settings: SuiteSettings, work: Path,
+           say: Say = lambda _: None) -> BuildEnvironment:
+    """The suite's base and build images, made if missing (minutes), looked up if present."""
+    base = base_tag(settings)
+    base_id = image_id(client, base) or _make_base(client, settings, work, say)
+    dockerfile = build_dockerfile(base)
+    digest = hashlib.sha256((dockerfile + base_id).encode()).hexdigest()[:12]
+    tag = f"kern/build:{settings.distribution}-{digest}"
+    build_id = image_id(client, tag)
+    if build_id is None:
+        say(f"making the build image {tag}")
+        build_id = build_image(client, dockerfile, tag, work)
+    return BuildEnvironment(base, base_id, tag, build_id)
+
+
+def build_image(client: "docker.DockerClient", dockerfile: str, tag: str, work: Path,
+                files: dict[str, bytes] | None = None) -> str:
+    """``docker build`` of a Dockerfile text (and context files); returns the image id."""
+    from docker.errors import APIError, BuildError
+
+    work.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=work) as context:
+        Path(context, "Dockerfile").write_text(dockerfile)
+        for name, content in (files or {}).items():
+            Path(context, name).write_bytes(content)
+        try:
+            image, _ = client.images.build(path=context, tag=tag, rm=True, forcerm=True)
+        except BuildError as exc:
+            log = "".join(chunk.get("stream", "") for chunk in exc.build_log)
+            raise KernError(f"building the image {tag} failed: {exc.msg}\n"
+                            + "\n".join(log.splitlines()[-25:]),
+                            "read the lines above; a network failure to Debian's archive "
+                            "is worth one retry") from None
+        except APIError as exc:
+            raise KernError(f"the Docker engine refused to build {tag}: {exc.explanation}") from None
+    return image.id
+
+
+def _make_base(client: "docker.DockerClient", settings: SuiteSettings, work: Path,
+               say: Say) -> str:
+    if settings.base_is_registry_image:
+        return _pull(client, settings.base, say)
+    if shutil.which("mmdebstrap") is None:
+        raise KernError("mmdebstrap is needed to make the base image from scratch",
+                        "apt-get install mmdebstrap, or set base: to a registry image "
+                        "such as ubuntu:24.04 in recipes/suite.yaml")
+    tag = base_tag(settings)
+    say(f"making the base image {tag} with mmdebstrap (about a minute)")
+    work.mkdir(parents=True, exist_ok=True)
+    # Dated like the release, so two bases made from one archive state are the same.
+    epoch = int(datetime.fromisoformat(settings.date).replace(tzinfo=timezone.utc).timestamp())
+    with tempfile.TemporaryDirectory(dir=work) as scratch:
+        tarball = Path(scratch, "base.tar")
+        command = ["mmdebstrap", "--variant=minbase", "--format=tar", "--quiet",
+                   settings.base, str(tarball), settings.mirror]
+        result = subprocess.run(command, capture_output=True, text=True,
+                                env={**os.environ, "SOURCE_DATE_EPOCH": str(epoch)})
+        if result.returncode != 0:
+            raise KernError(f"mmdebstrap could not make a {settings.base} base:\n"
+                            + "\n".join(result.stderr.splitlines()[-15:]),
+                            f"is {settings.mirror} reachable, and is {settings.base!r} "
+                            "a Debian codename?")
+        repository, _, version = tag.partition(":")
+        with tarball.open("rb") as stream:
+            client.api.import_image_from_stream(
+                stream, repository=repository, tag=version,
+                changes=["ENV LANG=C.UTF-8", 'CMD ["/bin/bash"]'])
+    found = image_id(client, tag)
+    if found is None:
+        raise KernError(f"docker import of the base {tag} failed")
+    return found
+
+
+def _pull(client: "docker.DockerClient", reference: str, say: Say) -> str:
+    from docker.errors import APIError
+
+    say(f"pulling {reference}")
+    try:
+        return client.images.pull(reference).id
+    except APIError as exc:
+        raise KernError(f"cannot pull the base image {reference}: {exc.explanation}",
+                        "no registry reachable? 'docker load' the image first, or set "
+                        "base: to a Debian codename (such as trixie) in recipes/suite.yaml "
+                        "to make one from scratch") from None

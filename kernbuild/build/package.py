@@ -1,0 +1,276 @@
+"""Package builds: recipes to .debs in fresh containers, keyed by content, published as they finish.
+
+A build's key is a sha256 over everything that can change its output: the
+recipe, its source, the rendered debian/ tree (which carries the suite
+settings), the build image, and the keys of the recipes it depends on. A key
+already in the build cache is not built again, so a second run with nothing
+changed does no work, and a change to one recipe rebuilds it and exactly its
+reverse dependencies.
+
+Each build runs in a new container of the build image: build dependencies come
+from Debian's archive and from kernbuild's own signed repository, then the
+container is cut off the network and dpkg-buildpackage runs offline, then
+lintian. Results are written to the cache atomically and published at once, so
+the next recipe in the order can build-depend on them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from kernbuild import debian
+from kernbuild.build.environment import BuildEnvironment
+from kernbuild.errors import KernError
+from kernbuild.recipe.graph import build_order, dependencies
+from kernbuild.recipe.model import Recipe, Suite
+
+if TYPE_CHECKING:
+    import docker
+
+    from kernbuild.repo import AptRepository
+    from kernbuild.sources import SourceCache
+    from kernbuild.workspace import Workspace
+
+# Bump when kernbuild changes how it builds in a way the key does not otherwise see.
+BUILD_FORMAT = "1"
+REPO_MOUNT = "/kern-repo"  # where the signed repository is mounted in build containers
+LOG_TAIL = 30
+
+Report = Callable[[str, str, str], None]  # (recipe, state, detail) for progress displays
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What happened to one recipe in a ``kernbuild package`` run."""
+
+    recipe: str
+    version: str
+    key: str
+    state: str  # "built", "cached", "failed" or "skipped"
+    debs: tuple[Path, ...] = ()
+    seconds: float = 0.0
+    lintian: tuple[str, ...] = ()  # lintian's E: and W: lines
+    error: str = ""
+
+
+@dataclass
+class PackageBuilder:
+    """Builds recipes of a suite into the build cache and publishes them to the repository."""
+
+    suite: Suite
+    workspace: "Workspace"
+    environment: BuildEnvironment
+    sources: "SourceCache"
+    repo: "AptRepository"
+    connect: Callable[[], "docker.DockerClient"]
+    jobs: int = 1
+    report: Report = lambda recipe, state, detail: None
+    _keys: dict[str, str] = field(default_factory=dict)
+
+    # --- keys ---------------------------------------------------------------------
+
+    def key(self, recipe: Recipe) -> str:
+        """The build key of ``recipe`` (computes its dependencies' keys first)."""
+        if recipe.name not in self._keys:
+            digest = hashlib.sha256()
+            rendered = debian.render(recipe, self.suite.settings)
+            for part in (BUILD_FORMAT, recipe.fingerprint(), self.sources.key(recipe),
+                         self.environment.image_id, json.dumps(rendered, sort_keys=True)):
+                digest.update(part.encode() + b"\0")
+            for dep in sorted(dependencies(self.suite, recipe)):
+                digest.update(self.key(self.suite.by_name[dep]).encode() + b"\0")
+            self._keys[recipe.name] = digest.hexdigest()
+        return self._keys[recipe.name]
+
+    def cached(self, recipe: Recipe) -> tuple[Path, ...] | None:
+        """The cached .debs of ``recipe``'s current key, or None if it must be built."""
+        manifest = self.workspace.builds / self.key(recipe) / "manifest.json"
+        try:
+            names = json.loads(manifest.read_text())["debs"]
+        except (OSError, ValueError, KeyError):
+            return None
+        debs = tuple(manifest.parent / name for name in names)
+        return debs if all(d.exists() for d in debs) else None
+
+    # --- the run ------------------------------------------------------------------
+
+    def run(self, names: list[str], force: bool = False) -> list[BuildResult]:
+        """Build ``names`` and what they depend on, in order, ``jobs`` at a time."""
+        order = build_order(self.suite, names)
+        wanted = {r.name for r in order}
+        deps = {r.name: set(dependencies(self.suite, r)) & wanted for r in order}
+        results: dict[str, BuildResult] = {}
+        published = {(ref.name, ref.version) for ref in self.repo.packages()}
+
+        def finish(result: BuildResult) -> None:
+            results[result.recipe] = result
+            if result.state in ("built", "cached") and result.debs:
+                version = result.version
+                if result.state == "built" or not all(
+                        (deb.name.split("_")[0], version) in published for deb in result.debs):
+                    self.report(result.recipe, "publishing", "")
+                    self.repo.publish(list(result.debs))
+            self.report(result.recipe, result.state, result.error or f"{result.seconds:.1f} s")
+
+        with ThreadPoolExecutor(max_workers=max(1, self.jobs)) as pool:
+            running: dict[Future, str] = {}
+            while len(results) < len(order):
+                for recipe in order:
+                    if recipe.name in results or recipe.name in running.values():
+                        continue
+                    if not deps[recipe.name] <= results.keys():
+                        continue
+                    failed = [d for d in deps[recipe.name] if results[d].state in ("failed", "skipped")]
+                    version = recipe.debian_version(self.suite.settings)
+                    if failed:
+                        finish(BuildResult(recipe.name, version, self.key(recipe), "skipped",
+                                           error=f"needs {', '.join(sorted(failed))}, which failed"))
+                        continue
+                    debs = None if force else self.cached(recipe)
+                    if debs is not None:
+                        finish(BuildResult(recipe.name, version, self.key(recipe), "cached", debs))
+                        continue
+                    self.report(recipe.name, "building", "")
+                    running[pool.submit(self._build_or_fail, recipe)] = recipe.name
+                if not running:
+                    continue
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    running.pop(future)
+                    finish(future.result())
+        return [results[r.name] for r in order]
+
+    def _build_or_fail(self, recipe: Recipe) -> BuildResult:
+        started = time.monotonic()
+        try:
+            debs, lintian = self.build(recipe)
+        except KernError as exc:
+            return BuildResult(recipe.name, recipe.debian_version(self.suite.settings),
+                               self.key(recipe), "failed", seconds=time.monotonic() - started,
+                               error=str(exc))
+        return BuildResult(recipe.name, recipe.debian_version(self.suite.settings),
+                           self.key(recipe), "built", debs, time.monotonic() - started, lintian)
+
+    # --- one build ----------------------------------------------------------------
+
+    def build(self, recipe: Recipe) -> tuple[tuple[Path, ...], tuple[str, ...]]:
+        """Build one recipe in a fresh container; returns its cached .debs and lintian's findings."""
+        key = self.key(recipe)
+        self.report(recipe.name, "building", "fetching the source")
+        source = self.sources.fetch(recipe)
+        self.workspace.builds.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f".{recipe.name}-", dir=self.workspace.builds))
+        try:
+            tree_name = f"{recipe.name}-{recipe.version}"
+            tree = scratch / tree_name
+            shutil.copytree(source.tree, tree, symlinks=True)
+            shutil.rmtree(tree / "debian", ignore_errors=True)  # kernbuild's debian/ replaces any
+            debian.write(debian.render(recipe, self.suite.settings, source.tree), tree)
+            # The log lives outside the scratch directory so that it outlives a failure.
+            log_path = self.workspace.builds / "logs" / f"{recipe.name}-{key[:12]}.log"
+            log_path.parent.mkdir(exist_ok=True)
+            with log_path.open("w", encoding="utf-8") as log:
+                lintian = self._run_container(recipe, scratch, tree_name, log)
+            shutil.copy2(log_path, scratch / "build.log")
+            debs = sorted(scratch.glob("*.deb"))
+            if not debs:
+                raise KernError(f"{recipe.name}: dpkg-buildpackage made no .deb",
+                                f"see the log: {log_path}")
+            (scratch / "lintian.log").write_text("\n".join(lintian) + "\n")
+            (scratch / "manifest.json").write_text(json.dumps({
+                "recipe": recipe.name,
+                "version": recipe.debian_version(self.suite.settings),
+                "key": key,
+                "source_sha256": source.sha256,
+                "build_image": self.environment.image_id,
+                "debs": [d.name for d in debs],
+                "sha256": {d.name: _sha256(d) for d in debs},
+            }, indent=2) + "\n")
+            shutil.rmtree(tree)
+            for leftover in scratch.iterdir():  # .buildinfo, .changes: keep only what we use
+                if leftover.suffix in (".buildinfo", ".changes"):
+                    leftover.unlink()
+            final = self.workspace.builds / key
+            shutil.rmtree(final, ignore_errors=True)  # a stale partial result, never a good one
+            os.replace(scratch, final)  # the cache entry appears whole or not at all
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return tuple(final / d.name for d in debs), lintian
+
+    def _run_container(self, recipe: Recipe, scratch: Path, tree_name: str, log) -> tuple[str, ...]:
+        client = self.connect()
+        mounts = {str(scratch): {"bind": "/build", "mode": "rw"}}
+        if (self.repo.current / "dists").exists():
+            mounts[str(self.repo.root.resolve())] = {"bind": REPO_MOUNT, "mode": "ro"}
+            (scratch / "kern.list").write_text(self.repo.sources_line(
+                f"file:{REPO_MOUNT}/current", f"{REPO_MOUNT}/current/kern-archive-keyring.gpg")
+                + "\n")
+            mounts[str(scratch / "kern.list")] = {
+                "bind": "/etc/apt/sources.list.d/kern.list", "mode": "ro"}
+        container = client.containers.run(
+            self.environment.image_id, ["sleep", "infinity"], detach=True, volumes=mounts,
+            labels={"kernbuild": "build", "kernbuild.recipe": recipe.name},
+            environment={"DEBIAN_FRONTEND": "noninteractive"})
+        where = f"/build/{tree_name}"
+        try:
+            self.report(recipe.name, "building", "installing build dependencies")
+            self._exec(container, ["apt-get", "update"], log, recipe, "apt-get update failed",
+                       "is Debian's archive reachable from containers?")
+            line, _ = recipe.where(("build", "depends"))
+            self._exec(container, ["apt-get", "build-dep", "-y", where], log, recipe,
+                       "its build dependencies could not be installed",
+                       f"check build.depends in {recipe.path}:{line}")
+            # Build offline: a build that fetches from the network is not reproducible.
+            for network in client.networks.list():
+                if container.id in [c.id for c in network.containers]:
+                    network.disconnect(container, force=True)
+            self.report(recipe.name, "building", "dpkg-buildpackage (offline)")
+            jobs = max(1, (os.cpu_count() or 1) // max(1, self.jobs))
+            self._exec(container, ["dpkg-buildpackage", "-b", "-us", "-uc"], log, recipe,
+                       "dpkg-buildpackage failed", f"the recipe is {recipe.path}",
+                       workdir=where,
+                       environment={"DEB_BUILD_OPTIONS": f"noautodbgsym nocheck parallel={jobs}"})
+            self.report(recipe.name, "building", "lintian")
+            output = self._exec(container, ["sh", "-c", "lintian --fail-on none /build/*.changes"],
+                                log, recipe, "lintian could not run", "")
+            return tuple(line for line in output.splitlines() if line[:2] in ("E:", "W:"))
+        finally:
+            container.remove(force=True)
+
+    def _exec(self, container, command: list[str], log, recipe: Recipe, failure: str, hint: str,
+              workdir: str = "/build", environment: dict | None = None) -> str:
+        api = container.client.api
+        log.write(f"$ {' '.join(command)}\n")
+        log.flush()
+        exec_id = api.exec_create(container.id, command, workdir=workdir,
+                                  environment=environment or {})["Id"]
+        chunks: list[str] = []
+        for chunk in api.exec_start(exec_id, stream=True):
+            text = chunk.decode("utf-8", "replace")
+            chunks.append(text)
+            log.write(text)
+        log.flush()
+        output = "".join(chunks)
+        code = api.exec_inspect(exec_id)["ExitCode"]
+        if code != 0:
+            tail = "\n".join(output.splitlines()[-LOG_TAIL:])
+            raise KernError(f"{recipe.name}: {failure} (exit {code}):\n{tail}",
+                            f"{hint}; the whole log is kept in {log.name}".lstrip("; "))
+        return output
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

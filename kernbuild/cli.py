@@ -1,0 +1,328 @@
+"""The ``kernbuild`` command line: parse, call a service, show the result. No logic lives here.
+
+Every user-caused failure arrives as a :class:`~kernbuild.errors.KernError` and is
+printed as one message with a hint and exit status 1; listing commands take
+``--json`` for machines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from kernbuild.errors import KernError, RecipeError
+from kernbuild.workspace import Workspace
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Package, containerise and test radio-astronomy software, KERN-style.")
+repo_app = typer.Typer(no_args_is_help=True, help="The suite's signed apt repository.")
+app.add_typer(repo_app, name="repo")
+
+out = Console()
+err = Console(stderr=True, soft_wrap=True)  # one diagnostic, one line: greppable
+
+JSON = typer.Option(False, "--json", help="Print JSON instead of a table.")
+
+
+@app.callback()
+def _options(
+    ctx: typer.Context,
+    recipes: Path = typer.Option(Path("recipes"), "--recipes", envvar="KERNBUILD_RECIPES",
+                                 help="The suite's recipe directory."),
+    state: Optional[Path] = typer.Option(None, "--state", envvar="KERNBUILD_STATE",
+                                         help="Where kernbuild keeps caches, builds and the "
+                                              "repository (default: .kernbuild beside the "
+                                              "recipe directory)."),
+) -> None:
+    recipes = recipes.resolve()
+    ctx.obj = Workspace(recipes, (state or recipes.parent / ".kernbuild").resolve())
+
+
+def _suite(ws: Workspace, paths: list[Path] | None = None):
+    from kernbuild.recipe import load_suite
+
+    if not ws.recipes.is_dir() and not paths:
+        raise KernError(f"no recipe directory at {ws.recipes}",
+                        "run kernbuild in a suite checkout, or pass --recipes DIR")
+    return load_suite(ws.recipes, paths)
+
+
+def _print_json(data) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+# --- recipes ----------------------------------------------------------------------
+
+
+@app.command()
+def lint(ctx: typer.Context,
+         paths: list[Path] = typer.Argument(None, help="Recipe files or directories "
+                                                      "[default: the suite]."),
+         as_json: bool = JSON) -> None:
+    """Check recipes: schema, Debian names, versions and relations, sources, cycles."""
+    try:
+        suite = _suite(ctx.obj, paths or None)
+    except RecipeError as exc:
+        if as_json:
+            _print_json([d.as_dict() for d in exc.diagnostics])
+        else:
+            for diagnostic in exc.diagnostics:
+                err.print(str(diagnostic), markup=False, highlight=False)
+            err.print(f"{len(exc.diagnostics)} problem(s)", style="bold red")
+        raise typer.Exit(1)
+    if as_json:
+        _print_json([])
+    else:
+        out.print(f"{len(suite.recipes)} recipe(s) OK", style="green")
+
+
+@app.command()
+def show(ctx: typer.Context, name: str, as_json: bool = JSON) -> None:
+    """Show one recipe as kernbuild understands it."""
+    from kernbuild.recipe.graph import dependencies, reverse_dependencies
+
+    suite = _suite(ctx.obj)
+    recipe = suite.get(name)
+    data = {
+        "name": recipe.name,
+        "version": recipe.debian_version(suite.settings),
+        "upstream_version": recipe.version,
+        "summary": recipe.summary,
+        "file": str(recipe.path),
+        "source": {"kind": recipe.source.kind, "ref": recipe.source.ref,
+                   "sha256": recipe.source.sha256, "commit": recipe.source.commit},
+        "build_system": recipe.build.system,
+        "build_depends": list(recipe.build.depends),
+        "packages": {p.name: {"architecture": p.architecture,
+                              "depends": list(p.relations.get("depends", ()))}
+                     for p in recipe.packages},
+        "depends_on": sorted(dependencies(suite, recipe)),
+        "needed_by": sorted(reverse_dependencies(suite, recipe.name)),
+        "variants": sorted(recipe.variants),
+        "smoke": [s.run for s in recipe.smoke],
+    }
+    if as_json:
+        _print_json(data)
+        return
+    table = Table(show_header=False, box=None)
+    for key, value in data.items():
+        if isinstance(value, dict):
+            value = "\n".join(f"{k}: {v}" for k, v in value.items())
+        elif isinstance(value, list):
+            value = ", ".join(value) or "-"
+        table.add_row(f"[bold]{key}[/]", str(value))
+    out.print(table)
+
+
+@app.command()
+def graph(ctx: typer.Context,
+          names: list[str] = typer.Argument(None, help="Only these recipes and their dependencies."),
+          as_json: bool = JSON) -> None:
+    """The build order: each recipe after the recipes it depends on."""
+    from kernbuild.recipe.graph import build_order, dependencies, levels
+
+    suite = _suite(ctx.obj)
+    order = build_order(suite, names or None)
+    waves = levels(suite, order)
+    wave_of = {r.name: i for i, wave in enumerate(waves) for r in wave}
+    rows = [{"name": r.name, "version": r.debian_version(suite.settings), "wave": wave_of[r.name],
+             "depends_on": sorted(dependencies(suite, r))} for r in order]
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("#", "recipe", "version", "wave", "depends on")
+    for index, row in enumerate(rows, 1):
+        table.add_row(str(index), row["name"], row["version"], str(row["wave"]),
+                      ", ".join(row["depends_on"]) or "-")
+    out.print(table)
+
+
+@app.command()
+def debianize(ctx: typer.Context, name: str,
+              output: Path = typer.Option(..., "-o", "--output", help="Directory to write."),
+              debian_only: bool = typer.Option(False, "--debian-only",
+                                               help="Write only debian/, without fetching "
+                                                    "the source.")) -> None:
+    """Write a recipe's source tree with its rendered debian/ directory, for inspection."""
+    import shutil
+
+    from kernbuild import debian
+    from kernbuild.sources import SourceCache
+
+    ws: Workspace = ctx.obj
+    suite = _suite(ws)
+    recipe = suite.get(name)
+    if output.exists() and any(output.iterdir()):
+        raise KernError(f"{output} exists and is not empty", "choose a new directory")
+    tree = None
+    if not debian_only:
+        tree = SourceCache(ws.sources, mirror=suite.settings.mirror).fetch(recipe).tree
+        shutil.copytree(tree, output, symlinks=True, dirs_exist_ok=True)
+        shutil.rmtree(output / "debian", ignore_errors=True)
+    debian.write(debian.render(recipe, suite.settings, tree), output)
+    out.print(f"wrote {output}" + ("/debian" if debian_only else ""))
+
+
+# --- building ---------------------------------------------------------------------
+
+STATE_STYLE = {"queued": "dim", "building": "yellow", "publishing": "cyan", "built": "green",
+               "cached": "green", "failed": "bold red", "skipped": "red"}
+
+
+@app.command()
+def package(ctx: typer.Context,
+            names: list[str] = typer.Argument(..., help="Recipes to build (with what they need)."),
+            jobs: int = typer.Option(1, "--jobs", "-j", min=1,
+                                     help="Build up to N independent recipes at once."),
+            force: bool = typer.Option(False, "--force", help="Rebuild even if cached."),
+            as_json: bool = JSON) -> None:
+    """Build recipes into .debs in clean containers and publish them to the signed repository."""
+    from kernbuild.build import open_builder
+    from kernbuild.recipe.graph import build_order
+
+    ws: Workspace = ctx.obj
+    suite = _suite(ws)
+    order = build_order(suite, names)
+    status = {r.name: ("queued", "") for r in order}
+    lock = threading.Lock()
+
+    def table() -> Table:
+        grid = Table("recipe", "version", "state", "detail")
+        for recipe in order:
+            state, detail = status[recipe.name]
+            grid.add_row(recipe.name, recipe.debian_version(suite.settings),
+                         f"[{STATE_STYLE.get(state, '')}]{state}[/]", detail.splitlines()[0]
+                         if detail else "")
+        return grid
+
+    with Live(table(), console=err, refresh_per_second=4, transient=not err.is_terminal) as live:
+        def report(recipe: str, state: str, detail: str) -> None:
+            with lock:
+                status[recipe] = (state, detail)
+                live.update(table())
+
+        builder = open_builder(ws, suite, jobs=jobs, report=report,
+                               say=lambda text: live.console.print(text))
+        results = builder.run(names, force=force)
+    if as_json:
+        _print_json([{"recipe": r.recipe, "version": r.version, "state": r.state, "key": r.key,
+                      "seconds": round(r.seconds, 3), "debs": [str(d) for d in r.debs],
+                      "lintian": list(r.lintian), "error": r.error} for r in results])
+    else:
+        summary = Table("recipe", "version", "state", "time", "packages", "lintian")
+        for r in results:
+            errors = sum(1 for line in r.lintian if line.startswith("E:"))
+            summary.add_row(r.recipe, r.version, f"[{STATE_STYLE[r.state]}]{r.state}[/]",
+                            f"{r.seconds:.1f} s" if r.state == "built" else "-",
+                            "\n".join(d.name for d in r.debs) or "-",
+                            f"{errors} E, {len(r.lintian) - errors} W" if r.lintian else "clean"
+                            if r.state == "built" else "-")
+        out.print(summary)
+        for r in results:
+            for line in r.lintian:
+                if line.startswith("E:"):
+                    err.print(f"lintian {line}", markup=False, highlight=False)
+        if all(r.state == "cached" for r in results):
+            out.print("nothing to build: every package is up to date", style="green")
+    failed = [r for r in results if r.state in ("failed", "skipped")]
+    for r in failed:
+        err.print(f"error: {r.recipe}: {r.error}", markup=False, highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def smoke(ctx: typer.Context, name: str, as_json: bool = JSON) -> None:
+    """Install a recipe's packages from the repository in a clean container; run its smoke steps."""
+    from kernbuild import engine
+    from kernbuild.build import open_repository
+    from kernbuild.build.environment import base_tag
+    from kernbuild.smoke import run_smoke
+
+    ws: Workspace = ctx.obj
+    suite = _suite(ws)
+    recipe = suite.get(name)
+    client = engine.connect()
+    base = base_tag(suite.settings)
+    if engine.image_id(client, base) is None:
+        raise KernError(f"the base image {base} is missing", f"run 'kernbuild package {name}'")
+    results = run_smoke(client, base, open_repository(ws, suite), recipe,
+                        recipe.debian_version(suite.settings))
+    if as_json:
+        _print_json([{"command": r.command, "exit_code": r.exit_code, "seconds": r.seconds,
+                      "output": r.output} for r in results])
+    else:
+        for r in results:
+            mark = "[green]ok[/]" if r.ok else f"[bold red]exit {r.exit_code}[/]"
+            out.print(f"{mark} {r.command} ({r.seconds:.1f} s)", highlight=False)
+            if not r.ok or len(results) > 1 and r is not results[0]:
+                out.print(r.output.rstrip(), markup=False, highlight=False)
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)
+
+
+# --- the repository ---------------------------------------------------------------
+
+
+@repo_app.command("list")
+def repo_list(ctx: typer.Context, as_json: bool = JSON) -> None:
+    """Every package version the repository serves."""
+    from kernbuild.build import open_repository
+
+    refs = open_repository(ctx.obj, _suite(ctx.obj)).packages()
+    if as_json:
+        _print_json([{"name": r.name, "version": r.version, "architecture": r.architecture,
+                      "filename": r.filename} for r in refs])
+        return
+    table = Table("package", "version", "arch", "file")
+    for r in refs:
+        table.add_row(r.name, r.version, r.architecture, r.filename)
+    out.print(table)
+
+
+@repo_app.command("info")
+def repo_info(ctx: typer.Context, as_json: bool = JSON) -> None:
+    """Where the repository is, its key, and the line a client adds to its sources."""
+    from kernbuild.build import open_repository
+
+    repo = open_repository(ctx.obj, _suite(ctx.obj))
+    keyring = repo.root / "kern-archive-keyring.gpg"
+    data = {"path": str(repo.current), "url": f"file:{repo.current}",
+            "distribution": repo.distribution, "key": str(keyring),
+            "fingerprint": repo.key.fingerprint,
+            "sources_line": repo.sources_line(f"file:{repo.current}",
+                                              "/etc/apt/keyrings/kern-archive-keyring.gpg")}
+    if as_json:
+        _print_json(data)
+        return
+    for key, value in data.items():
+        out.print(f"[bold]{key}[/]: {value}", highlight=False)
+
+
+def main() -> None:
+    """Console entry point: user errors print one message and exit 1, without a traceback."""
+    try:
+        app()
+    except RecipeError as exc:
+        for diagnostic in exc.diagnostics:
+            err.print(str(diagnostic), markup=False, highlight=False)
+        sys.exit(1)
+    except KernError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,392 @@
+"""kernbuild's signed apt repository: an append-only pool and atomically switched generations.
+
+Why apt-ftparchive + gpg, and not aptly or reprepro
+---------------------------------------------------
+1. The repository index is then a pure function of the pool. A publish builds a complete
+   new *generation* (Packages, Release, InRelease, Release.gpg) beside the live one and
+   switches to it with one atomic rename of a symlink. An interrupted publish leaves the
+   previous generation served; there is no tool database that could be left half-updated.
+2. Every version in the pool stays listed, so old versions remain installable with
+   ``apt-get install pkg=version`` (bookworm's reprepro keeps one version per package).
+
+Layout under ``root`` (``Workspace.repo``)::
+
+    pool/<component>/<prefix>/<source>/<package>_<version>_<arch>.deb   append-only
+    generations/<n>/dists/<dist>/{Release,InRelease,Release.gpg}
+    generations/<n>/dists/<dist>/<component>/binary-<arch>/Packages{,.gz,.xz}
+    generations/<n>/pool -> ../../pool
+    generations/<n>/kern-archive-keyring.{gpg,asc}
+    current -> generations/<n>                                           what apt reads
+    kern-archive-keyring.gpg, kern-archive-keyring.asc                   for signed-by=
+    .lock                                                                held by publish
+
+``prefix`` is ``source[:4]`` for ``lib*`` sources, else ``source[0]`` (Debian's rule). Pool
+files get the canonical ``<package>_<version without epoch>_<arch>.deb`` name, whatever the
+input file was called, so "the same file name" means "the same package, version and
+architecture". ``current/`` is self-contained: serve it, or bind-mount it, on its own.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import filecmp
+import gzip
+import lzma
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from debian.deb822 import Packages
+
+from kernbuild.errors import KernError
+
+KEYRING_NAME = "kern-archive-keyring"
+GENERATIONS_KEPT = 10
+_DEFAULT_UID = "kernbuild archive key <kernbuild@localhost>"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+_-]*$")
+
+
+@dataclass(frozen=True)
+class PackageRef:
+    """One binary package listed in the repository.
+
+    ``filename`` is the ``Filename:`` field of the Packages index, ``pool/<component>/...``,
+    relative to the root of a generation (so ``repo.current / ref.filename`` is the file).
+    """
+
+    name: str
+    version: str
+    architecture: str
+    filename: str
+
+
+def _require(tool: str, debian_package: str) -> str:
+    """The path of ``tool``, or a KernError naming the Debian package that provides it."""
+    path = shutil.which(tool)
+    if path is None:
+        raise KernError(
+            f"{tool} is not installed; kernbuild needs it to publish the apt repository",
+            hint=f"install it: apt-get install {debian_package}",
+        )
+    return path
+
+
+def _run(args: list[str], cwd: Path | None = None) -> bytes:
+    """Run ``args`` (never a shell string); return stdout, or raise KernError with stderr."""
+    proc = subprocess.run(args, cwd=cwd, capture_output=True)
+    if proc.returncode != 0:
+        detail = proc.stderr.decode(errors="replace").strip()
+        raise KernError(f"{Path(args[0]).name} failed (exit {proc.returncode}): {detail}")
+    return proc.stdout
+
+
+class SigningKey:
+    """A GPG key in its own GNUPGHOME; created on first use if none is configured."""
+
+    def __init__(self, gnupg_home: Path, fingerprint: str) -> None:
+        self.gnupg_home = gnupg_home
+        self.fingerprint = fingerprint
+
+    @classmethod
+    def ensure(
+        cls,
+        gnupg_home: Path,
+        uid: str = _DEFAULT_UID,
+        fingerprint: str | None = None,
+    ) -> "SigningKey":
+        """The signing key in ``gnupg_home`` (created 0700 if missing).
+
+        With ``fingerprint``, that secret key must already be in the home. Without it, the
+        home's only secret key is reused, or, if there is none, a new ed25519 key with no
+        passphrase and no expiry is generated for ``uid``.
+        """
+        _require("gpg", "gpg")
+        gnupg_home = Path(gnupg_home).absolute()
+        gnupg_home.mkdir(parents=True, exist_ok=True)
+        gnupg_home.chmod(0o700)
+        secret = cls._secret_fingerprints(gnupg_home)
+        if fingerprint is not None:
+            wanted = fingerprint.replace(" ", "").upper()
+            if wanted not in secret:
+                raise KernError(
+                    f"signing key {wanted} has no secret key in {gnupg_home}",
+                    hint=f"import it: gpg --homedir {gnupg_home} --import <secret-key.asc>",
+                )
+            return cls(gnupg_home, wanted)
+        if len(secret) > 1:
+            raise KernError(
+                f"{gnupg_home} holds several secret keys ({', '.join(secret)}); "
+                "kernbuild does not know which one signs the repository",
+                hint="configure the fingerprint of the signing key",
+            )
+        if not secret:
+            _run(
+                ["gpg", "--homedir", str(gnupg_home), "--batch", "--passphrase", "",
+                 "--pinentry-mode", "loopback", "--quick-gen-key", uid, "ed25519", "sign",
+                 "never"]
+            )
+            secret = cls._secret_fingerprints(gnupg_home)
+        return cls(gnupg_home, secret[0])
+
+    @staticmethod
+    def _secret_fingerprints(gnupg_home: Path) -> list[str]:
+        out = _run(["gpg", "--homedir", str(gnupg_home), "--batch", "--with-colons",
+                    "--list-secret-keys"]).decode()
+        fingerprints, after_sec = [], False
+        for line in out.splitlines():
+            fields = line.split(":")
+            if fields[0] == "sec":
+                after_sec = True
+            elif fields[0] == "fpr" and after_sec:
+                fingerprints.append(fields[9])
+                after_sec = False
+        return fingerprints
+
+    def _gpg(self, *args: str) -> bytes:
+        return _run(["gpg", "--homedir", str(self.gnupg_home), "--batch", *args])
+
+    def export_public(self, binary: bool) -> bytes:
+        """The public key: binary (for ``signed-by=``, ``gpgv --keyring``) or ASCII-armored."""
+        armor = [] if binary else ["--armor"]
+        return self._gpg(*armor, "--export-options", "export-minimal", "--export",
+                         self.fingerprint)
+
+    def sign(self, release: Path) -> None:
+        """Write ``InRelease`` (clearsigned) and ``Release.gpg`` (detached) beside ``release``."""
+        common = ["--yes", "--local-user", self.fingerprint, "--digest-algo", "SHA512"]
+        self._gpg(*common, "--clearsign", "--output", str(release.with_name("InRelease")),
+                  str(release))
+        self._gpg(*common, "--armor", "--detach-sign",
+                  "--output", str(release.with_name("Release.gpg")), str(release))
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    tmp.chmod(0o644)
+    os.replace(tmp, path)
+
+
+class AptRepository:
+    """A signed apt repository of one distribution, published by generations."""
+
+    def __init__(
+        self,
+        root: Path,
+        distribution: str,
+        key: SigningKey,
+        origin: str = "kernbuild",
+        label: str = "kernbuild",
+        architectures: tuple[str, ...] = ("amd64",),
+        component: str = "main",
+    ) -> None:
+        for what, value in [("distribution", distribution), ("component", component),
+                            *[("architecture", a) for a in architectures]]:
+            if not _NAME_RE.match(value):
+                raise KernError(f"invalid apt repository {what} {value!r}",
+                                hint="use letters, digits and . + _ - only")
+        self.root = Path(root).absolute()
+        self.distribution = distribution
+        self.key = key
+        self.origin = origin
+        self.label = label
+        self.architectures = tuple(architectures)
+        self.component = component
+
+    @property
+    def current(self) -> Path:
+        """The generation apt reads: ``root/current``, a symlink switched atomically."""
+        return self.root / "current"
+
+    @property
+    def generations(self) -> Path:
+        return self.root / "generations"
+
+    @property
+    def pool(self) -> Path:
+        return self.root / "pool"
+
+    def current_generation(self) -> int | None:
+        """The number of the served generation, or None if nothing was ever published."""
+        try:
+            return int(Path(os.readlink(self.current)).name)
+        except FileNotFoundError:
+            return None
+
+    def sources_line(self, url: str, keyring_path: str) -> str:
+        """The ``sources.list`` line a client uses to read this repository at ``url``."""
+        return f"deb [signed-by={keyring_path}] {url} {self.distribution} {self.component}"
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _index_paths(self, generation: Path) -> list[Path]:
+        dist = generation / "dists" / self.distribution / self.component
+        return [dist / f"binary-{arch}" / "Packages" for arch in self.architectures]
+
+    def packages(self) -> list[PackageRef]:
+        """Every package the current generation lists, sorted; empty if never published."""
+        if self.current_generation() is None:
+            return []
+        generation = self.current.resolve()
+        refs: set[PackageRef] = set()
+        for index in self._index_paths(generation):
+            with open(index, encoding="utf-8") as fh:
+                for para in Packages.iter_paragraphs(fh, use_apt_pkg=False):
+                    refs.add(PackageRef(para["Package"], para["Version"],
+                                        para["Architecture"], para["Filename"]))
+        return sorted(refs, key=lambda r: (r.name, r.version, r.architecture, r.filename))
+
+    def has(self, name: str, version: str, architecture: str) -> bool:
+        """Whether the current generation lists ``name`` at ``version`` for ``architecture``."""
+        return any((r.name, r.version, r.architecture) == (name, version, architecture)
+                   for r in self.packages())
+
+    # -- publishing ------------------------------------------------------------------------
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _pool_path(self, deb: Path) -> str:
+        """The pool-relative ``pool/...`` path where ``deb`` belongs, read from its control."""
+        proc = subprocess.run(
+            ["dpkg-deb", "--field", str(deb), "Package", "Version", "Architecture", "Source"],
+            capture_output=True,
+        )
+        if proc.returncode != 0:
+            raise KernError(f"{deb} is not a readable Debian package: "
+                            f"{proc.stderr.decode(errors='replace').strip()}")
+        control = Packages(proc.stdout.decode())
+        name, version, arch = control["Package"], control["Version"], control["Architecture"]
+        if arch != "all" and arch not in self.architectures:
+            raise KernError(
+                f"{deb} is built for {arch}, which this repository does not serve "
+                f"({', '.join(self.architectures)})",
+                hint=f"add {arch} to the repository's architectures",
+            )
+        source = control.get("Source", name).split("(")[0].strip()
+        prefix = source[:4] if source.startswith("lib") else source[0]
+        upstream = version.split(":", 1)[-1]
+        return f"pool/{self.component}/{prefix}/{source}/{name}_{upstream}_{arch}.deb"
+
+    def _listed_filenames(self) -> set[str]:
+        return {ref.filename for ref in self.packages()}
+
+    def publish(self, debs: list[Path]) -> int:
+        """Add ``debs`` to the pool, publish a new signed generation and serve it.
+
+        Returns the generation number. A .deb whose pool file already exists with different
+        content is refused (KernError) before anything changes. If every .deb is already
+        listed by the current generation with identical content, nothing is done and the
+        current generation number is returned.
+        """
+        _require("apt-ftparchive", "apt-utils")
+        _require("gpg", "gpg")
+        _require("dpkg-deb", "dpkg")
+        with self._locked():
+            # 1. Check everything before changing anything.
+            planned: dict[str, Path] = {}
+            for deb in map(Path, debs):
+                rel = self._pool_path(deb)
+                target = self.root / rel
+                other = planned.get(rel) or (target if target.exists() else None)
+                if other is not None and not filecmp.cmp(deb, other, shallow=False):
+                    raise KernError(
+                        f"{Path(rel).name}: version already published with different "
+                        f"content; bump the revision",
+                        hint=f"{deb} differs from {other}",
+                    )
+                planned[rel] = deb
+            new = {rel: deb for rel, deb in planned.items() if not (self.root / rel).exists()}
+            number = self.current_generation()
+            if not new and number is not None and set(planned) <= self._listed_filenames():
+                return number
+
+            # 2. The pool only grows; each file appears whole, under its final name, or not.
+            for rel, deb in new.items():
+                target = self.root / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+                shutil.copyfile(deb, tmp)
+                tmp.chmod(0o644)
+                os.replace(tmp, target)
+            (self.pool / self.component).mkdir(parents=True, exist_ok=True)
+
+            # 3. Keys in the root, for clients to fetch.
+            keyring = self.key.export_public(binary=True)
+            armored = self.key.export_public(binary=False)
+            _write_atomic(self.root / f"{KEYRING_NAME}.gpg", keyring)
+            _write_atomic(self.root / f"{KEYRING_NAME}.asc", armored)
+
+            # 4. A new generation, built aside, then switched to.
+            self.generations.mkdir(exist_ok=True)
+            for stale in self.generations.glob("*.tmp"):
+                shutil.rmtree(stale)
+            numbers = [int(p.name) for p in self.generations.iterdir() if p.name.isdigit()]
+            number = max(numbers, default=0) + 1
+            building = self.generations / f"{number}.tmp"
+            try:
+                building.mkdir()
+                (building / "pool").symlink_to(Path("..", "..", "pool"))
+                (building / f"{KEYRING_NAME}.gpg").write_bytes(keyring)
+                (building / f"{KEYRING_NAME}.asc").write_bytes(armored)
+                self._write_indices(building)
+                self.key.sign(building / "dists" / self.distribution / "Release")
+                building.rename(self.generations / str(number))
+            except BaseException:
+                shutil.rmtree(building, ignore_errors=True)
+                raise
+            link = self.root / f".current.tmp-{os.getpid()}"
+            link.unlink(missing_ok=True)
+            link.symlink_to(Path("generations", str(number)))
+            os.replace(link, self.current)
+            self._prune(number)
+            return number
+
+    def _write_indices(self, generation: Path) -> None:
+        """Packages (per architecture, with ``all``) and an unsigned Release, from the pool."""
+        listing = _run(["apt-ftparchive", "packages", f"pool/{self.component}"],
+                       cwd=generation).decode()
+        paragraphs = sorted(Packages.iter_paragraphs(listing, use_apt_pkg=False),
+                            key=lambda p: p["Filename"])
+        dist = generation / "dists" / self.distribution
+        for arch in self.architectures:
+            text = "\n".join(str(p) for p in paragraphs
+                             if p["Architecture"] in (arch, "all")).encode()
+            binary = dist / self.component / f"binary-{arch}"
+            binary.mkdir(parents=True)
+            (binary / "Packages").write_bytes(text)
+            (binary / "Packages.gz").write_bytes(gzip.compress(text, mtime=0))
+            (binary / "Packages.xz").write_bytes(lzma.compress(text, format=lzma.FORMAT_XZ))
+        option = "APT::FTPArchive::Release::"
+        release = _run(
+            ["apt-ftparchive",
+             "-o", f"{option}Origin={self.origin}",
+             "-o", f"{option}Label={self.label}",
+             "-o", f"{option}Suite={self.distribution}",
+             "-o", f"{option}Codename={self.distribution}",
+             "-o", f"{option}Architectures={' '.join(self.architectures)}",
+             "-o", f"{option}Components={self.component}",
+             "release", f"dists/{self.distribution}"],
+            cwd=generation,
+        )
+        (dist / "Release").write_bytes(release)
+
+    def _prune(self, current: int) -> None:
+        """Keep the newest GENERATIONS_KEPT generations (always including ``current``)."""
+        numbers = sorted((int(p.name) for p in self.generations.iterdir() if p.name.isdigit()),
+                         reverse=True)
+        for old in numbers[GENERATIONS_KEPT:]:
+            if old != current:
+                shutil.rmtree(self.generations / str(old))
