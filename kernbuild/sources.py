@@ -62,7 +62,7 @@ from kernbuild.errors import KernError
 from kernbuild.recipe.model import Recipe
 
 #: ``progress(label, bytes_done, bytes_total_or_None)``, called while downloading.
-Progress = Callable[[str, int, "int | None"], None]
+Progress = Callable[[str, int, int | None], None]
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 DEFAULT_PYPI = "https://pypi.org"
@@ -74,6 +74,7 @@ USER_AGENT = f"kernbuild/{__version__}"
 _DEBIAN_AREAS = ("main", "contrib", "non-free", "non-free-firmware")
 _CHUNK = 1 << 18
 _COMMIT = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")  # SHA-1 or SHA-256 repositories
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _DSC_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+~_-]*$")
 _TREE_HASH_VERSION = b"kernbuild-tree-hash-v1\n"
 
@@ -203,18 +204,23 @@ class SourceCache:
     def _pypi_sdist(self, recipe: Recipe, sha: str) -> tuple[str, str, str | None]:
         """(url, filename, PyPI's sha256) of the sdist of the recipe's version."""
         project, version = recipe.source.ref, recipe.version
-        url = (f"{self.pypi}/pypi/{urllib.parse.quote(project)}/"
-               f"{urllib.parse.quote(version)}/json")
+        # The project-wide document, not /pypi/NAME/VERSION/json: some mirrors and proxies
+        # in front of PyPI serve only the former.
+        url = f"{self.pypi}/pypi/{urllib.parse.quote(project)}/json"
         try:
             with self._open(url, recipe) as response:
                 data = json.loads(response.read())
         except _NotFound:
-            raise KernError(f"PyPI has no release {version} of {project!r} ({url})",
-                            f"check the project name and 'version' in {recipe.path}") from None
+            raise KernError(f"PyPI has no project {project!r} ({url})",
+                            f"check 'source: pypi:' in {recipe.path}") from None
         except (OSError, http.client.HTTPException, ValueError) as exc:
-            raise KernError(f"cannot read PyPI's answer for {project} {version} from {url}: "
+            raise KernError(f"cannot read PyPI's answer for {project} from {url}: "
                             f"{exc}", "try again later; is PyPI reachable?") from None
-        urls = data.get("urls") if isinstance(data, dict) else None
+        releases = data.get("releases") if isinstance(data, dict) else None
+        if not isinstance(releases, dict) or version not in releases:
+            raise KernError(f"PyPI has no release {version} of {project!r} ({url})",
+                            f"check the project name and 'version' in {recipe.path}")
+        urls = releases[version]
         sdists = [u for u in urls or () if isinstance(u, dict) and u.get("packagetype") == "sdist"]
         if not sdists:
             raise KernError(
@@ -225,8 +231,13 @@ class SourceCache:
         # sdists (old releases have both .zip and .tar.gz) and explains a mismatch.
         chosen = next((u for u in sdists if (u.get("digests") or {}).get("sha256") == sha),
                       sdists[0])
-        filename = chosen.get("filename") or _url_name(chosen["url"])
-        return chosen["url"], filename, (chosen.get("digests") or {}).get("sha256")
+        if not isinstance(chosen.get("url"), str):
+            raise KernError(f"PyPI's answer for {project} {version} has no sdist URL ({url})",
+                            "try again later")
+        # Some answers carry file URLs relative to the JSON document's own URL.
+        file_url = urllib.parse.urljoin(url, chosen["url"])
+        filename = chosen.get("filename") or _url_name(file_url)
+        return file_url, filename, (chosen.get("digests") or {}).get("sha256")
 
     def _fetch_debian(self, recipe: Recipe) -> tuple[str, Path, tuple[Path, ...]]:
         from debian.deb822 import Dsc
@@ -242,21 +253,18 @@ class SourceCache:
         dsc = self._cached_blob(sha) or self._download_pool(
             recipe, dsc_name, sha, expected_from=str(recipe.path),
             hint=_recipe_mismatch_hint(recipe))
-        try:
-            entries = Dsc(dsc.read_text(encoding="utf-8", errors="replace")).get(
-                "Checksums-Sha256") or []
-        except Exception as exc:  # python-debian raises assorted errors on junk
-            raise KernError(f"cannot parse {dsc_name}: {exc}",
-                            f"check 'debian' and 'version' in {recipe.path}") from None
-        if not entries:
+        # python-debian parses leniently: junk gives None, a dict or short entries.
+        entries = Dsc(dsc.read_text(encoding="utf-8", errors="replace")).get("Checksums-Sha256")
+        if not isinstance(entries, list) or not entries:
             raise KernError(f"{dsc_name} lists no files in Checksums-Sha256",
                             f"check 'debian' and 'version' in {recipe.path}")
         blobs: dict[str, Path] = {}
         for entry in entries:
-            name, file_sha = entry.get("name", ""), entry.get("sha256", "").lower()
+            name, file_sha = entry.get("name") or "", (entry.get("sha256") or "").lower()
             # The .dsc is verified, but its names still become URL paths: keep them plain.
-            if not _DSC_FILE_NAME.match(name) or ".." in name:
-                raise KernError(f"{dsc_name} lists an unsafe file name {name!r}",
+            if not _DSC_FILE_NAME.match(name) or ".." in name or not _SHA256.match(file_sha):
+                raise KernError(f"{dsc_name} has a malformed Checksums-Sha256 entry "
+                                f"{' '.join(entry.values())!r}",
                                 "this is not a well-formed Debian source package")
             blobs[name] = self._cached_blob(file_sha) or self._download_pool(
                 recipe, name, file_sha,
@@ -365,10 +373,11 @@ class SourceCache:
         source changing; the cache would otherwise copy itself into itself.
         """
         cache = os.path.realpath(self.root)
+        cache_name = os.path.basename(cache)
 
         def ignore(directory: str, names: list[str]) -> list[str]:
-            return [n for n in names if n == ".git"
-                    or os.path.realpath(os.path.join(directory, n)) == cache]
+            return [n for n in names if n == ".git" or (
+                n == cache_name and os.path.realpath(os.path.join(directory, n)) == cache)]
 
         return ignore
 
@@ -425,7 +434,7 @@ class SourceCache:
                         done += len(chunk)
                         self._report(label, done, total)
                 except (OSError, http.client.HTTPException) as exc:
-                    raise KernError(f"download of {url} failed: {_reason(exc)}",
+                    raise KernError(f"download of {url} failed: {self._reason(exc)}",
                                     "try again; check the network connection") from None
             actual = digest.hexdigest()
             if actual != expected:
@@ -438,8 +447,9 @@ class SourceCache:
             final = self.blobs / expected
             os.replace(tmp, final)  # a concurrent writer wrote the same bytes: harmless
             return final
-        finally:
+        except BaseException:  # KeyboardInterrupt too: never leave a partial download
             tmp.unlink(missing_ok=True)
+            raise
 
     def _open(self, url: str, recipe: Recipe) -> http.client.HTTPResponse:
         """Open ``url`` for reading: the only place that touches the network.
@@ -464,9 +474,15 @@ class SourceCache:
             if isinstance(exc.reason, FileNotFoundError):  # file:// mirrors
                 raise _NotFound(f"not found: {url}", f"check the source in {recipe.path}") \
                     from None
-            raise KernError(f"cannot download {url}: {_reason(exc.reason)}", hint) from None
+            raise KernError(f"cannot download {url}: {self._reason(exc.reason)}", hint) \
+                from None
         except (OSError, http.client.HTTPException, ValueError) as exc:
-            raise KernError(f"cannot download {url}: {_reason(exc)}", hint) from None
+            raise KernError(f"cannot download {url}: {self._reason(exc)}", hint) from None
+
+    def _reason(self, exc: object) -> str:
+        if isinstance(exc, TimeoutError):
+            return f"timed out after {self.timeout:g} s"
+        return str(exc) or type(exc).__name__
 
     def _report(self, label: str, done: int, total: int | None) -> None:
         if self.progress is not None:
@@ -503,20 +519,20 @@ def tree_hash(root: Path, skip: Callable[[str, list[str]], list[str]] | None = N
         KernError: the tree holds a device file, FIFO or socket.
     """
     entries: list[tuple[bytes, bytes, bytes]] = []
-    pending = [root]
+    pending: list[tuple[str, bytes]] = [(str(root), b"")]  # (directory, its relative path/)
     while pending:
-        directory = pending.pop()
+        directory, prefix = pending.pop()
         with os.scandir(directory) as scan:
             found = list(scan)
-        skipped = set(skip(str(directory), [e.name for e in found])) if skip else set()
+        skipped = set(skip(directory, [e.name for e in found])) if skip else set()
         for entry in found:
             if entry.name in skipped:
                 continue
-            relative = os.fsencode(os.path.relpath(entry.path, root))
+            relative = prefix + os.fsencode(entry.name)
             if entry.is_symlink():
                 entries.append((relative, b"l", os.fsencode(os.readlink(entry.path))))
             elif entry.is_dir():
-                pending.append(Path(entry.path))
+                pending.append((entry.path, relative + b"/"))
             elif entry.is_file():
                 mode = entry.stat().st_mode
                 with open(entry.path, "rb") as handle:
@@ -780,12 +796,6 @@ def _content_length(response: http.client.HTTPResponse) -> int | None:
         return int(response.headers["Content-Length"])
     except (KeyError, TypeError, ValueError):
         return None
-
-
-def _reason(exc: object) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    return str(exc) or type(exc).__name__
 
 
 def _rmtree(path: Path) -> None:

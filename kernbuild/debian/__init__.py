@@ -62,6 +62,10 @@ def render(recipe: Recipe, settings: SuiteSettings, tree: Path | None = None) ->
             license=DEP5_LICENSES.get(recipe.license, recipe.license)),
         "debian/source/format": "3.0 (quilt)\n",
     }
+    if recipe.patches:  # applied by dpkg-source --before-build, as for any 3.0 (quilt) package
+        for patch in recipe.patches:
+            files[f"debian/patches/{patch.name}"] = patch.text
+        files["debian/patches/series"] = "".join(p.name + "\n" for p in recipe.patches)
     if len(recipe.packages) > 1:
         for package in recipe.packages:
             files[f"debian/{package.name}.install"] = "".join(f + "\n" for f in package.files)
@@ -145,8 +149,11 @@ def rules(recipe: Recipe, tree: Path | None = None) -> str:
         dh_options.append("--without autoreconf")  # upstream's configure is used as shipped
     # Recipe text becomes make + shell text here: quote for the shell, then escape '$' for make.
     configure = [shlex.quote(flag).replace("$", "$$") for flag in recipe.build.configure]
+    # Exported make variables are not shell text; only '$' needs escaping.
+    env = [(name, value.replace("$", "$$")) for name, value in recipe.build.env]
     return _templates.get_template("rules.j2").render(
-        recipe=recipe, system=system, dh=" ".join(["dh $@", *dh_options]), configure=configure)
+        recipe=recipe, system=system, dh=" ".join(["dh $@", *dh_options]), configure=configure,
+        env=env)
 
 
 def _relations(relations: tuple[str, ...]) -> str:

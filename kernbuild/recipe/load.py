@@ -110,8 +110,15 @@ def _to_python(loader: _Loader, node: yaml.Node, path: tuple, doc: Document,
 
 
 def check_document(doc: Document) -> list[Diagnostic]:
-    """Schema problems of one recipe document, as diagnostics."""
-    return [doc.diagnostic(p.path, p.message, p.hint, p.at_key) for p in schema.validate(doc.data)]
+    """Schema problems of one recipe document, and files it names that are missing."""
+    problems = [doc.diagnostic(p.path, p.message, p.hint, p.at_key)
+                for p in schema.validate(doc.data)]
+    if not problems:
+        for index, patch in enumerate(doc.data.get("patches", ())):
+            if not (doc.path.parent / patch).is_file():
+                problems.append(doc.diagnostic(("patches", index), f"no patch file {patch!r}",
+                                               f"paths are relative to {doc.path.parent}"))
+    return problems
 
 
 def load_recipe(path: Path) -> Recipe:

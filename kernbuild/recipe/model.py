@@ -67,6 +67,15 @@ class Build:
     system: str
     depends: tuple[str, ...] = ()
     configure: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Patch:
+    """A patch applied on top of upstream, carried by content so it counts in the build key."""
+
+    name: str
+    text: str
 
 
 @dataclass(frozen=True)
@@ -113,6 +122,7 @@ class Recipe:
     source: Source
     build: Build
     packages: tuple[BinaryPackage, ...]
+    patches: tuple[Patch, ...]
     smoke: tuple[SmokeStep, ...]
     variants: dict[str, Variant]
     path: Path = field(compare=False)
@@ -153,8 +163,11 @@ class Recipe:
             source=Source(kind, ref, src.get("sha256"), src.get("commit"), src.get("version"),
                           src.get("suite"), src.get("subdir")),
             build=Build(raw["build"]["system"], tuple(raw["build"].get("depends", ())),
-                        tuple(raw["build"].get("configure", ()))),
+                        tuple(raw["build"].get("configure", ())),
+                        tuple((raw["build"].get("env") or {}).items())),
             packages=packages,
+            patches=tuple(Patch(Path(p).name, (doc.path.parent / p).read_text(encoding="utf-8"))
+                          for p in raw.get("patches", ())),
             smoke=tuple(SmokeStep(step["run"]) for step in raw.get("smoke", ())),
             variants=variants, path=doc.path, document=doc,
         )

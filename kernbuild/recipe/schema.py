@@ -23,6 +23,7 @@ PACKAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 # revision, so hyphens are allowed, colons only through ``epoch``.
 UPSTREAM_VERSION = re.compile(r"^[0-9][A-Za-z0-9.+~-]*$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+SUBSTVAR = re.compile(r"^\$\{[A-Za-z0-9:._-]+\}$")
 GIT_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 ARCHITECTURE = re.compile(r"^(any|all|[a-z0-9-]+( [a-z0-9-]+)*)$")
 BUILD_SYSTEMS = ("pybuild", "cmake", "autotools", "make", "none")
@@ -261,6 +262,8 @@ BUILD = Map(keys={
     "system": Key(Str(choices=BUILD_SYSTEMS), required=True),
     "depends": Key(DEPENDS, doc="Build-Depends, as Debian relations"),
     "configure": Key(List(Str()), doc="extra arguments for the configure step"),
+    "env": Key(Dict(Str(re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$"), "an environment variable name"),
+                    Str()), doc="variables exported to every build step"),
 })
 
 PACKAGE = Map(keys={
@@ -304,6 +307,9 @@ RECIPE = Map(keys={
     "build": Key(BUILD, required=True),
     "packages": Key(Dict(Str(PACKAGE_NAME, NAME_HINT), PACKAGE, min_items=1,
                          rules=(_several_packages_name_their_files,)), required=True),
+    "patches": Key(List(Str(re.compile(r"^[^/].*\.(patch|diff)$"),
+                            "a .patch file, relative to the recipe")),
+                   doc="applied in order on top of the upstream source"),
     "smoke": Key(List(SMOKE_STEP)),
     "variants": Key(Dict(Str(re.compile(r"^[a-z][a-z0-9-]*$"), "lower-case, such as gpu"),
                          VARIANT)),
@@ -327,6 +333,8 @@ def relation_error(text: str) -> str:
                 return f"malformed dependency relation {text!r}"
             if alt["version"]:
                 op, version = alt["version"]
+                if SUBSTVAR.match(version):  # such as (= ${binary:Version}), filled in at build
+                    continue
                 try:
                     Version(version)
                 except ValueError:

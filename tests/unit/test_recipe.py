@@ -61,7 +61,7 @@ def test_malformed_relations_are_refused(tmp_path, relation):
 
 @pytest.mark.parametrize("relation", [
     "python3-numpy (>= 1:1.24) | python3-numpy-legacy", "libc6 (>= 2.36)", "foo:any",
-    "bar (<< 2.0~rc1) [amd64]",
+    "bar (<< 2.0~rc1) [amd64]", "libwcs8 (= ${binary:Version})",
 ])
 def test_valid_relations_pass(tmp_path, relation):
     load_recipe(write(tmp_path, recipe_text("demo", depends=[relation])))

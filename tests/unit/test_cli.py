@@ -1,0 +1,92 @@
+"""The command line as a user meets it: exit codes, messages, --json. No Docker needed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import recipe_text
+
+
+def kernbuild(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real console entry point in a subprocess, as a user would."""
+    return subprocess.run([sys.executable, "-m", "kernbuild.cli", *args], cwd=cwd,
+                          capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "200", **(env or {})})
+
+
+def test_lint_passes_a_good_suite(suite_dir):
+    result = kernbuild("lint", cwd=suite_dir.parent)
+    assert result.returncode == 0, result.stderr
+    assert "3 recipe(s) OK" in result.stdout
+
+
+def test_lint_reports_file_line_and_hint_without_traceback(suite_dir):
+    bad = suite_dir / "bad.yaml"
+    bad.write_text(recipe_text("bad", depends=["python3-numpy >="]).replace("build:", "biuld:"))
+    result = kernbuild("lint", cwd=suite_dir.parent)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert f"{bad}:10:1: error: unknown key 'biuld'" in lines
+    assert "  hint: did you mean 'build'?" in lines
+    assert any(line.startswith(f"{bad}:16:") and "malformed dependency relation" in line
+               for line in lines)
+
+
+def test_lint_json_lists_diagnostics(suite_dir):
+    (suite_dir / "bb.yaml").write_text(recipe_text("bb").replace("name: bb", "name: bb;ls"))
+    result = kernbuild("lint", "--json", cwd=suite_dir.parent)
+    assert result.returncode == 1
+    [diagnostic] = json.loads(result.stdout)
+    assert diagnostic["line"] == 1 and diagnostic["path"].endswith("bb.yaml")
+    assert "hint" in diagnostic and diagnostic["hint"]
+
+
+def test_lint_named_files_only(suite_dir, tmp_path):
+    other = tmp_path / "other.yaml"
+    other.write_text("name: [\n")
+    result = kernbuild("lint", str(suite_dir / "aa.yaml"), cwd=suite_dir.parent)
+    assert result.returncode == 0, result.stderr
+    result = kernbuild("lint", str(other), cwd=suite_dir.parent)
+    assert result.returncode == 1 and "invalid YAML" in result.stderr
+
+
+def test_graph_and_show_json(suite_dir):
+    graph = json.loads(kernbuild("graph", "--json", cwd=suite_dir.parent).stdout)
+    assert [row["name"] for row in graph] == ["aa", "bb", "cc"]
+    assert graph[2] == {"name": "cc", "version": "1.0-1kern9", "wave": 2, "depends_on": ["bb"]}
+    shown = json.loads(kernbuild("show", "bb", "--json", cwd=suite_dir.parent).stdout)
+    assert shown["depends_on"] == ["aa"] and shown["needed_by"] == ["cc"]
+    assert shown["version"] == "1.0-1kern9"
+
+
+def test_unknown_recipe_is_one_clear_error(suite_dir):
+    result = kernbuild("show", "nope", cwd=suite_dir.parent)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: no recipe named 'nope'")
+    assert "Traceback" not in result.stderr
+
+
+def test_debianize_writes_the_debian_tree(suite_dir, tmp_path):
+    out = tmp_path / "tree"
+    result = kernbuild("debianize", "bb", "-o", str(out), "--debian-only", cwd=suite_dir.parent)
+    assert result.returncode == 0, result.stderr
+    assert (out / "debian/control").read_text().startswith("Source: bb\n")
+    assert "python3-aa" in (out / "debian/control").read_text()
+
+
+def test_package_without_an_engine_says_so(suite_dir):
+    result = kernbuild("package", "aa", cwd=suite_dir.parent,
+                       env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    assert result.returncode == 1
+    assert "error: no Docker engine answers at unix:///nonexistent/docker.sock" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_recipe_directory(tmp_path):
+    result = kernbuild("graph", cwd=tmp_path)
+    assert result.returncode == 1 and "no recipe directory" in result.stderr
