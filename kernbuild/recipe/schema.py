@@ -23,7 +23,8 @@ PACKAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 # revision, so hyphens are allowed, colons only through ``epoch``.
 UPSTREAM_VERSION = re.compile(r"^[0-9][A-Za-z0-9.+~-]*$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
-SUBSTVAR = re.compile(r"^\$\{[A-Za-z0-9:._-]+\}$")
+# A substitution variable such as ${binary:Version}, filled in by dpkg at build time.
+SUBSTVAR = re.compile(r"\$\{[A-Za-z0-9:._-]+\}")
 GIT_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 ARCHITECTURE = re.compile(r"^(any|all|[a-z0-9-]+( [a-z0-9-]+)*)$")
 BUILD_SYSTEMS = ("pybuild", "cmake", "autotools", "make", "none")
@@ -326,15 +327,13 @@ def relation_error(text: str) -> str:
 
     if not text.strip():
         return "empty dependency relation"
-    for alternatives in PkgRelation.parse_relations(text):
+    for alternatives in PkgRelation.parse_relations(SUBSTVAR.sub("0", text)):
         for alt in alternatives:
             name = alt["name"]
             if not PACKAGE_NAME.match(name) or alt["name"] != name.strip():
                 return f"malformed dependency relation {text!r}"
             if alt["version"]:
                 op, version = alt["version"]
-                if SUBSTVAR.match(version):  # such as (= ${binary:Version}), filled in at build
-                    continue
                 try:
                     Version(version)
                 except ValueError:
@@ -346,7 +345,8 @@ def relation_names(text: str) -> list[str]:
     """Every package name a (valid) relation mentions, alternatives included."""
     from debian.deb822 import PkgRelation
 
-    return [alt["name"] for group in PkgRelation.parse_relations(text) for alt in group]
+    return [alt["name"] for group in PkgRelation.parse_relations(SUBSTVAR.sub("0", text))
+            for alt in group]
 
 
 def _kind(value: Any) -> str:
