@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Set up a fresh Debian 12 host (root) and run kernbuild's main job on the suite:
+# build katpoint (and the recipes it needs) into .debs in clean containers, publish
+# them to the signed apt repository, then install katpoint from that repository in
+# a clean container and run its smoke test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash ci/setup-host.sh
+bash ci/setup-python.sh
+set -x
+.venv/bin/kernbuild lint
+.venv/bin/kernbuild package katpoint
+.venv/bin/kernbuild repo list
+.venv/bin/kernbuild smoke katpoint

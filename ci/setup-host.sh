@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Prepare a fresh Debian 12 host (root, no systemd, no daemon running) for
+# kernbuild's tests: Docker engine, mmdebstrap, apt-ftparchive, gpg.
+# Idempotent: safe to run again on a host that is already set up.
+# Python packages are installed elsewhere.
+set -euo pipefail
+
+log() { printf '[setup-host] %s\n' "$*"; }
+die() { printf '[setup-host] ERROR: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "must run as root"
+
+export DEBIAN_FRONTEND=noninteractive
+
+PACKAGES=(
+  docker.io        # engine 20.10 (API 1.41); pulls containerd, runc, tini, iptables
+  mmdebstrap       # base image tarballs; root mode needs no extras
+  dpkg-dev         # dpkg-scanpackages, dpkg-architecture, ...
+  apt-utils        # apt-ftparchive
+  gpg gpg-agent    # repository signing
+  git xz-utils ca-certificates
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' \
+    || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "installing: ${missing[*]}"
+  # Without systemd, docker.io's postinst would try /etc/init.d/docker start,
+  # which can fail and abort dpkg. Deny service starts during the install
+  # (unless the host already has a policy) and start dockerd ourselves below.
+  own_policy=false
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    own_policy=true
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+  if "$own_policy"; then rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi
+else
+  log "packages already installed"
+fi
+
+# dockerd needs cgroups; the machine's init mounts them. (Debian's
+# cgroupfs-mount is deliberately not used: removing it unmounts them.)
+mountpoint -q /sys/fs/cgroup || die "no cgroup hierarchy mounted at /sys/fs/cgroup"
+
+# Docker programs NAT for the bridge network through the `iptables` command.
+# Debian's default is the nf_tables backend; fall back to legacy where the
+# kernel lacks nf_tables (both work on the reference machines).
+if ! iptables -t nat -S >/dev/null 2>&1; then
+  if iptables-legacy -t nat -S >/dev/null 2>&1; then
+    log "iptables (nft) unusable, switching to iptables-legacy"
+    update-alternatives --set iptables /usr/sbin/iptables-legacy
+    update-alternatives --set ip6tables /usr/sbin/ip6tables-legacy
+  else
+    die "neither iptables-nft nor iptables-legacy works; bridge networking impossible"
+  fi
+fi
+
+# Alive = exists and is not a zombie (a dead daemon can linger as one).
+alive() { [ -e "/proc/$1" ] && ! grep -qs '^State:[[:space:]]*Z' "/proc/$1/status"; }
+
+# Any `docker` on PATH will do: /usr/local/bin/docker (a newer client) may
+# shadow Debian's /usr/bin/docker; clients negotiate down to the daemon's API.
+if docker info >/dev/null 2>&1; then
+  log "docker engine already running"
+else
+  pid=$(cat /var/run/docker.pid 2>/dev/null || true)
+  if [ -n "$pid" ] && alive "$pid" && [ "$(cat "/proc/$pid/comm")" = dockerd ]; then
+    log "dockerd $pid is starting; waiting for it"
+  else
+    log "starting dockerd (log: /var/log/dockerd.log)"
+    # A pid file left by a killed dockerd (possibly still an unreaped zombie)
+    # makes the new one refuse to start.
+    rm -f /var/run/docker.pid
+    # setsid + closed stdio: dockerd leaves the CI step's process group and
+    # does not hold its output pipe open. (Without job control setsid execs
+    # in place, so $! is dockerd.) Storage driver is auto-selected: overlay2
+    # here; dockerd itself falls back as far as vfs where overlay2 can't work.
+    setsid dockerd >>/var/log/dockerd.log 2>&1 </dev/null &
+    pid=$!
+  fi
+  for _ in $(seq 60); do
+    docker info >/dev/null 2>&1 && break
+    alive "$pid" || break   # dockerd died: fail now, not after 60 s
+    sleep 1
+  done
+  docker info >/dev/null 2>&1 || {
+    tail -n 30 /var/log/dockerd.log >&2 || true
+    die "docker engine is not up (dockerd exited or 60 s passed; see /var/log/dockerd.log)"
+  }
+fi
+
+driver=$(docker info --format '{{.Driver}}')
+log "docker $(docker version --format '{{.Server.Version}}') ready, storage driver: $driver"
+[ "$driver" = overlay2 ] || log "WARNING: storage driver is $driver, not overlay2: builds will be slow"
