@@ -20,8 +20,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-import jinja2
-
 from kernbuild.engine import image_id
 from kernbuild.errors import KernError
 from kernbuild.recipe.model import SuiteSettings
@@ -32,11 +30,6 @@ if TYPE_CHECKING:
 BUILD_TOOLCHAIN = (
     "build-essential", "debhelper", "dh-python", "python3-all", "python3-setuptools",
     "pybuild-plugin-pyproject", "lintian", "ca-certificates",
-)
-
-_templates = jinja2.Environment(
-    loader=jinja2.PackageLoader("kernbuild.build", "templates"),
-    undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False,
 )
 
 Say = Callable[[str], None]
@@ -57,7 +50,13 @@ def base_tag(settings: SuiteSettings) -> str:
 
 
 def build_dockerfile(base: str) -> str:
-    return _templates.get_template("build.Dockerfile.j2").render(
+    """The build image's Dockerfile (rendered on every run: its hash names the image)."""
+    import jinja2
+
+    templates = jinja2.Environment(
+        loader=jinja2.PackageLoader("kernbuild.build", "templates"),
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+    return templates.get_template("build.Dockerfile.j2").render(
         base=base, packages=BUILD_TOOLCHAIN)
 
 
@@ -124,10 +123,15 @@ def _make_base(client: "docker.DockerClient", settings: SuiteSettings, work: Pat
                             f"is {settings.mirror} reachable, and is {settings.base!r} "
                             "a Debian codename?")
         repository, _, version = tag.partition(":")
-        with tarball.open("rb") as stream:
-            client.api.import_image_from_stream(
-                stream, repository=repository, tag=version,
+        from docker.errors import APIError
+
+        try:
+            client.api.import_image_from_file(
+                str(tarball), repository=repository, tag=version,
                 changes=["ENV LANG=C.UTF-8", 'CMD ["/bin/bash"]'])
+        except APIError as exc:
+            raise KernError(f"docker import of the base {tag} failed: {exc.explanation}",
+                            "is there room left on the engine's disk (docker system df)?") from None
     found = image_id(client, tag)
     if found is None:
         raise KernError(f"docker import of the base {tag} failed")

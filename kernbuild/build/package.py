@@ -23,7 +23,7 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -82,9 +82,11 @@ class PackageBuilder:
         """The build key of ``recipe`` (computes its dependencies' keys first)."""
         if recipe.name not in self._keys:
             digest = hashlib.sha256()
-            rendered = debian.render(recipe, self.suite.settings)
-            for part in (BUILD_FORMAT, recipe.fingerprint(), self.sources.key(recipe),
-                         self.environment.image_id, json.dumps(rendered, sort_keys=True)):
+            # The rendered debian/ tree is a function of the recipe, the suite settings and
+            # the renderer: hash those rather than render (a no-op run stays fast).
+            settings = json.dumps(asdict(self.suite.settings), sort_keys=True)
+            for part in (BUILD_FORMAT, recipe.fingerprint(), settings, debian.renderer_digest(),
+                         self.sources.key(recipe), self.environment.image_id):
                 digest.update(part.encode() + b"\0")
             for dep in sorted(dependencies(self.suite, recipe)):
                 digest.update(self.key(self.suite.by_name[dep]).encode() + b"\0")

@@ -11,13 +11,13 @@ dpkg-buildpackage takes from the changelog, is the same on every build.
 from __future__ import annotations
 
 import email.utils
+import functools
+import hashlib
 import shlex
 from datetime import datetime, timezone
 from pathlib import Path
 
 import jinja2
-from debian.changelog import Changelog
-from debian.deb822 import Deb822
 
 from kernbuild.recipe.model import Recipe, SuiteSettings
 
@@ -49,6 +49,16 @@ _templates = jinja2.Environment(
     trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
     undefined=jinja2.StrictUndefined, autoescape=False,
 )
+
+
+@functools.cache
+def renderer_digest() -> str:
+    """A sha256 of this renderer's code and templates: what, beside the recipe and the
+    suite settings, decides the rendered tree. Build keys use it instead of rendering."""
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    for template in sorted((Path(__file__).parent / "templates").glob("*.j2")):
+        digest.update(template.name.encode() + b"\0" + template.read_bytes())
+    return digest.hexdigest()
 
 
 def render(recipe: Recipe, settings: SuiteSettings, tree: Path | None = None) -> dict[str, str]:
@@ -83,6 +93,8 @@ def write(files: dict[str, str], destination: Path) -> None:
 
 def control(recipe: Recipe, settings: SuiteSettings) -> str:
     """debian/control: the source paragraph and one paragraph per binary package."""
+    from debian.deb822 import Deb822
+
     source = Deb822()
     source["Source"] = recipe.name
     source["Section"] = recipe.packages[0].section
@@ -117,6 +129,8 @@ def control(recipe: Recipe, settings: SuiteSettings) -> str:
 
 def changelog(recipe: Recipe, settings: SuiteSettings) -> str:
     """debian/changelog with one entry, dated from the recipe or the release."""
+    from debian.changelog import Changelog  # compiles many regexes: only when rendering
+
     log = Changelog()
     origin = {"pypi": "PyPI", "debian": "Debian", "url": "upstream", "git": "git",
               "path": "a local tree"}[recipe.source.kind]
