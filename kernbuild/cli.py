@@ -27,7 +27,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 repo_app = typer.Typer(no_args_is_help=True, help="The suite's signed apt repository.")
 app.add_typer(repo_app, name="repo")
 
-out = Console()
+out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)  # one diagnostic, one line: greppable
 
 JSON = typer.Option(False, "--json", help="Print JSON instead of a table.")
@@ -235,7 +235,7 @@ def package(ctx: typer.Context,
             out.print("nothing to build: every package is up to date", style="green")
     failed = [r for r in results if r.state in ("failed", "skipped")]
     for r in failed:
-        err.print(f"error: {r.recipe}: {r.error}", markup=False, highlight=False)
+        err.print(f"error: {r.error}", markup=False, highlight=False)
     if failed:
         raise typer.Exit(1)
 

@@ -140,7 +140,7 @@ def test_failure_skips_dependents_and_publishes_the_rest(make_builder, suite_dir
     builder = make_builder(fail={"bb"})
     results = {r.recipe: r for r in builder.run(["cc", "dd"])}
     assert results["bb"].state == "failed" and "dpkg-buildpackage failed" in results["bb"].error
-    assert results["cc"].state == "skipped" and results["cc"].error == "needs bb, which failed"
+    assert results["cc"].state == "skipped" and results["cc"].error == "cc: needs bb, which failed"
     assert results["dd"].state == "built" and results["aa"].state == "built"
     assert {p.name for p in builder.repo.packages()} == {"python3-aa", "python3-dd"}
 
