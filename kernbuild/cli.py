@@ -246,7 +246,7 @@ def smoke(ctx: typer.Context, name: str, as_json: bool = JSON) -> None:
     from kernbuild import engine
     from kernbuild.build import open_repository
     from kernbuild.build.environment import base_tag
-    from kernbuild.smoke import run_smoke
+    from kernbuild.smoke import published_version, run_smoke
 
     ws: Workspace = ctx.obj
     suite = _suite(ws)
@@ -255,8 +255,9 @@ def smoke(ctx: typer.Context, name: str, as_json: bool = JSON) -> None:
     base = base_tag(suite.settings)
     if engine.image_id(client, base) is None:
         raise KernError(f"the base image {base} is missing", f"run 'kernbuild package {name}'")
-    results = run_smoke(client, base, open_repository(ws, suite), recipe,
-                        recipe.debian_version(suite.settings))
+    repo = open_repository(ws, suite)
+    version = published_version(repo, recipe, recipe.debian_version(suite.settings))
+    results = run_smoke(client, base, repo, recipe, version)
     if as_json:
         _print_json([{"command": r.command, "exit_code": r.exit_code, "seconds": r.seconds,
                       "output": r.output} for r in results])

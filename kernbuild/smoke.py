@@ -38,6 +38,19 @@ class StepResult:
         return self.exit_code == 0
 
 
+def published_version(repo: "AptRepository", recipe: Recipe, version: str) -> str:
+    """The newest published build of ``version``: itself or its latest ``+bN`` rebuild."""
+    from debian.debian_support import Version
+
+    first = recipe.packages[0].name
+    builds = [ref.version for ref in repo.packages() if ref.name == first
+              and (ref.version == version or ref.version.startswith(version + "+b"))]
+    if not builds:
+        raise KernError(f"{first} {version} is not in the repository",
+                        f"run 'kernbuild package {recipe.name}' first")
+    return str(max(builds, key=Version))
+
+
 def run_smoke(client: "docker.DockerClient", base_image: str, repo: "AptRepository",
               recipe: Recipe, version: str) -> list[StepResult]:
     """Install ``recipe``'s packages at ``version`` in a clean container and run its steps.

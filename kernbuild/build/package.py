@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -93,15 +94,32 @@ class PackageBuilder:
             self._keys[recipe.name] = digest.hexdigest()
         return self._keys[recipe.name]
 
-    def cached(self, recipe: Recipe) -> tuple[Path, ...] | None:
-        """The cached .debs of ``recipe``'s current key, or None if it must be built."""
+    def cached(self, recipe: Recipe) -> tuple[str, tuple[Path, ...]] | None:
+        """The version and .debs cached under ``recipe``'s current key, or None."""
         manifest = self.workspace.builds / self.key(recipe) / "manifest.json"
         try:
-            names = json.loads(manifest.read_text())["debs"]
+            data = json.loads(manifest.read_text())
+            version, names = data["version"], data["debs"]
         except (OSError, ValueError, KeyError):
             return None
         debs = tuple(manifest.parent / name for name in names)
-        return debs if all(d.exists() for d in debs) else None
+        return (version, debs) if all(d.exists() for d in debs) else None
+
+    def version_for(self, recipe: Recipe) -> str:
+        """The version a new build of ``recipe`` gets.
+
+        The recipe's version, unless the repository already has it from another
+        build (a dependency or the build image changed, the recipe did not): then,
+        as Debian does for a binary-only rebuild (binNMU), ``<version>+b<N>`` with
+        the next N, so a published version never changes its bytes.
+        """
+        base = recipe.debian_version(self.suite.settings)
+        taken = {ref.version for ref in self.repo.packages() if ref.name in recipe.binary_names}
+        rebuilds = [int(match.group(1)) for v in taken
+                    if (match := re.fullmatch(re.escape(base) + r"\+b(\d+)", v))]
+        if base not in taken and not rebuilds:
+            return base
+        return f"{base}+b{max(rebuilds, default=0) + 1}"
 
     # --- the run ------------------------------------------------------------------
 
@@ -112,6 +130,7 @@ class PackageBuilder:
         deps = {r.name: set(dependencies(self.suite, r)) & wanted for r in order}
         results: dict[str, BuildResult] = {}
         published = {(ref.name, ref.version) for ref in self.repo.packages()}
+        base_version = {r.name: r.debian_version(self.suite.settings) for r in order}
 
         def finish(result: BuildResult) -> None:
             results[result.recipe] = result
@@ -131,19 +150,23 @@ class PackageBuilder:
                         continue
                     if not deps[recipe.name] <= results.keys():
                         continue
-                    failed = [d for d in deps[recipe.name] if results[d].state in ("failed", "skipped")]
-                    version = recipe.debian_version(self.suite.settings)
+                    failed = sorted(d for d in deps[recipe.name]
+                                    if results[d].state in ("failed", "skipped"))
                     if failed:
-                        finish(BuildResult(recipe.name, version, self.key(recipe), "skipped",
-                                           error=f"{recipe.name}: needs {', '.join(sorted(failed))}, "
+                        finish(BuildResult(recipe.name, base_version[recipe.name],
+                                           self.key(recipe), "skipped",
+                                           error=f"{recipe.name}: needs {', '.join(failed)}, "
                                                  "which failed"))
                         continue
-                    debs = None if force else self.cached(recipe)
-                    if debs is not None:
+                    cached = self.cached(recipe)
+                    if cached is not None and not force:
+                        version, debs = cached
                         finish(BuildResult(recipe.name, version, self.key(recipe), "cached", debs))
                         continue
-                    self.report(recipe.name, "building", "")
-                    running[pool.submit(self._build_or_fail, recipe)] = recipe.name
+                    # A forced rebuild keeps its version: it must give the same bytes.
+                    version = cached[0] if cached else self.version_for(recipe)
+                    self.report(recipe.name, "building", version)
+                    running[pool.submit(self._build_or_fail, recipe, version)] = recipe.name
                 if not running:
                     continue
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -152,21 +175,23 @@ class PackageBuilder:
                     finish(future.result())
         return [results[r.name] for r in order]
 
-    def _build_or_fail(self, recipe: Recipe) -> BuildResult:
+    def _build_or_fail(self, recipe: Recipe, version: str) -> BuildResult:
         started = time.monotonic()
         try:
-            debs, lintian = self.build(recipe)
+            debs, lintian = self.build(recipe, version)
         except KernError as exc:
-            return BuildResult(recipe.name, recipe.debian_version(self.suite.settings),
-                               self.key(recipe), "failed", seconds=time.monotonic() - started,
-                               error=str(exc))
-        return BuildResult(recipe.name, recipe.debian_version(self.suite.settings),
-                           self.key(recipe), "built", debs, time.monotonic() - started, lintian)
+            return BuildResult(recipe.name, version, self.key(recipe), "failed",
+                               seconds=time.monotonic() - started, error=str(exc))
+        return BuildResult(recipe.name, version, self.key(recipe), "built", debs,
+                           time.monotonic() - started, lintian)
 
     # --- one build ----------------------------------------------------------------
 
-    def build(self, recipe: Recipe) -> tuple[tuple[Path, ...], tuple[str, ...]]:
-        """Build one recipe in a fresh container; returns its cached .debs and lintian's findings."""
+    def build(self, recipe: Recipe, version: str) -> tuple[tuple[Path, ...], tuple[str, ...]]:
+        """Build one recipe as ``version`` in a fresh container.
+
+        Returns its cached .debs and lintian's findings.
+        """
         key = self.key(recipe)
         self.report(recipe.name, "building", "fetching the source")
         source = self.sources.fetch(recipe)
@@ -177,7 +202,9 @@ class PackageBuilder:
             tree = scratch / tree_name
             shutil.copytree(source.tree, tree, symlinks=True)
             shutil.rmtree(tree / "debian", ignore_errors=True)  # kernbuild's debian/ replaces any
-            debian.write(debian.render(recipe, self.suite.settings, source.tree), tree)
+            binnmu = version != recipe.debian_version(self.suite.settings)
+            debian.write(debian.render(recipe, self.suite.settings, source.tree,
+                                       binary_version=version if binnmu else None), tree)
             # The log lives outside the scratch directory so that it outlives a failure.
             log_path = self.workspace.builds / "logs" / f"{recipe.name}-{key[:12]}.log"
             log_path.parent.mkdir(exist_ok=True)
@@ -191,7 +218,7 @@ class PackageBuilder:
             (scratch / "lintian.log").write_text("\n".join(lintian) + "\n")
             (scratch / "manifest.json").write_text(json.dumps({
                 "recipe": recipe.name,
-                "version": recipe.debian_version(self.suite.settings),
+                "version": version,
                 "key": key,
                 "source_sha256": source.sha256,
                 "build_image": self.environment.image_id,

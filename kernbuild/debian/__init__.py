@@ -61,11 +61,15 @@ def renderer_digest() -> str:
     return digest.hexdigest()
 
 
-def render(recipe: Recipe, settings: SuiteSettings, tree: Path | None = None) -> dict[str, str]:
-    """The debian/ tree of ``recipe`` as {relative path: content}, paths under ``debian/``."""
+def render(recipe: Recipe, settings: SuiteSettings, tree: Path | None = None,
+           binary_version: str | None = None) -> dict[str, str]:
+    """The debian/ tree of ``recipe`` as {relative path: content}, paths under ``debian/``.
+
+    ``binary_version`` (such as ``1.0-1kern1+b1``) makes it a binary-only rebuild.
+    """
     files = {
         "debian/control": control(recipe, settings),
-        "debian/changelog": changelog(recipe, settings),
+        "debian/changelog": changelog(recipe, settings, binary_version),
         "debian/rules": rules(recipe, tree),
         "debian/copyright": _templates.get_template("copyright.j2").render(
             recipe=recipe, settings=settings,
@@ -127,11 +131,16 @@ def control(recipe: Recipe, settings: SuiteSettings) -> str:
     return "\n".join(p.dump() for p in paragraphs)
 
 
-def changelog(recipe: Recipe, settings: SuiteSettings) -> str:
-    """debian/changelog with one entry, dated from the recipe or the release."""
+def changelog(recipe: Recipe, settings: SuiteSettings, binary_version: str | None = None) -> str:
+    """debian/changelog, dated from the recipe or the release.
+
+    With ``binary_version``, a binary-only entry on top, as Debian writes for a binNMU:
+    dpkg then gives the binary packages that version, the source keeps its own.
+    """
     from debian.changelog import Changelog  # compiles many regexes: only when rendering
 
     log = Changelog()
+    date = _rfc2822(recipe.changelog_date(settings))
     origin = {"pypi": "PyPI", "debian": "Debian", "url": "upstream", "git": "git",
               "path": "a local tree"}[recipe.source.kind]
     log.new_block(
@@ -140,12 +149,20 @@ def changelog(recipe: Recipe, settings: SuiteSettings) -> str:
         distributions=settings.repo_distribution,
         urgency="medium",
         author=settings.maintainer,
-        date=_rfc2822(recipe.changelog_date(settings)),
+        date=date,
     )
     log.add_change("")
     log.add_change(f"  * {settings.name.upper()}-{settings.release}: {recipe.name} "
                    f"{recipe.version} from {origin}, packaged by kernbuild.")
     log.add_change("")
+    if binary_version:
+        log.new_block(package=recipe.name, version=binary_version,
+                      distributions=settings.repo_distribution, urgency="low",
+                      author=settings.maintainer, date=date,
+                      other_pairs={"binary-only": "yes"})
+        log.add_change("")
+        log.add_change("  * Binary-only rebuild: a build dependency or the build image changed.")
+        log.add_change("")
     return str(log)
 
 

@@ -83,10 +83,15 @@ def test_a_change_rebuilds_the_recipe_and_its_reverse_dependencies_only(
     recipe = changed.recipes / "future.yaml"
     recipe.write_text(recipe.read_text().replace('version: "1.0.0"\n',
                                                  'version: "1.0.0"\nrevision: 2\n'))
-    states = {name: r["state"] for name, r in changed.package("katpoint").items()}
-    assert states == {"future": "built", "katversion": "cached", "katpoint": "built"}
+    results = {name: (r["state"], r["version"]) for name, r in changed.package("katpoint").items()}
+    assert results == {"future": ("built", "1.0.0-2kern1"),
+                       "katversion": ("cached", "1.3-1kern1"),
+                       "katpoint": ("built", "0.10.3-1kern1+b1")}  # a binary-only rebuild
     versions = changed.repo_versions()
-    assert {("python3-future", "1.0.0-1kern1"), ("python3-future", "1.0.0-2kern1")} <= versions
+    assert {("python3-future", "1.0.0-1kern1"), ("python3-future", "1.0.0-2kern1"),
+            ("python3-katpoint", "0.10.3-1kern1"),
+            ("python3-katpoint", "0.10.3-1kern1+b1")} <= versions
+    assert "Sun az" in changed.run("smoke", "katpoint").stdout  # the rebuild installs and runs
     # The old version stays installable by pinning it.
     code, output = install(docker_engine, changed, "python3-future=1.0.0-1kern1")
     assert code == 0, output

@@ -6,8 +6,10 @@ that needs Docker) is swapped for one that makes a tiny .deb with dpkg-deb.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -29,25 +31,32 @@ pytestmark = pytest.mark.skipif(not (shutil.which("dpkg-deb") and shutil.which("
 
 
 class FakeBuilder(PackageBuilder):
-    """Builds a one-file .deb per binary package instead of running a container."""
+    """Builds a one-file .deb per binary package instead of running a container.
 
-    fail: set[str]
-    calls: list[str]
-    delay: float = 0.0
+    Records the recipes it was asked to build (``calls``) and the most builds that
+    ran at once (``peak``); ``fail`` names recipes whose build fails.
+    """
 
-    def build(self, recipe: Recipe):
-        self.calls.append(recipe.name)
-        running = getattr(self, "running", set())
-        running.add(recipe.name)
-        self.running = running
-        self.peak = max(getattr(self, "peak", 0), len(running))
+    def setup(self, fail: set[str], delay: float) -> "FakeBuilder":
+        self.fail, self.delay = fail, delay
+        self.calls: list[str] = []
+        self.running: set[str] = set()
+        self.peak = 0
+        self.lock = threading.Lock()
+        return self
+
+    def build(self, recipe: Recipe, version: str):
+        with self.lock:
+            self.calls.append(recipe.name)
+            self.running.add(recipe.name)
+            self.peak = max(self.peak, len(self.running))
         time.sleep(self.delay)
-        running.discard(recipe.name)
+        with self.lock:
+            self.running.discard(recipe.name)
         if recipe.name in self.fail:
             raise KernError(f"{recipe.name}: dpkg-buildpackage failed (exit 2)")
         out = self.workspace.builds / self.key(recipe)
         out.mkdir(parents=True, exist_ok=True)
-        version = recipe.debian_version(self.suite.settings)
         debs = []
         for package in recipe.packages:
             root = out / f"root-{package.name}"
@@ -60,8 +69,8 @@ class FakeBuilder(PackageBuilder):
                             str(root), str(deb)], check=True, capture_output=True)
             shutil.rmtree(root)
             debs.append(deb)
-        (out / "manifest.json").write_text(
-            '{"debs": [%s]}' % ", ".join(f'"{d.name}"' for d in debs))
+        (out / "manifest.json").write_text(json.dumps(
+            {"version": version, "debs": [d.name for d in debs]}))
         return tuple(debs), ()
 
 
@@ -78,8 +87,7 @@ def make_builder(suite_dir, tmp_path):
             sources=SourceCache(workspace.sources),
             repo=AptRepository(workspace.repo, "kern-9", key),
             connect=lambda: pytest.fail("no engine in unit tests"), jobs=jobs)
-        builder.fail, builder.calls, builder.delay = fail or set(), [], delay
-        return builder
+        return builder.setup(fail or set(), delay)
     yield make
     subprocess.run(["gpgconf", "--homedir", str(tmp_path / "state/gnupg"), "--kill", "all"],
                    capture_output=True)
@@ -109,13 +117,28 @@ def test_a_change_rebuilds_reverse_dependencies_only(make_builder, suite_dir):
     (suite_dir / "bb.yaml").write_text(recipe_text("bb", build_depends=["python3-aa"])
                                        .replace('version: "1.0"', 'version: "1.1"'))
     builder = make_builder()
-    states = {r.recipe: r.state for r in builder.run(["cc"])}
-    assert states == {"aa": "cached", "bb": "built", "cc": "built"}
+    results = {r.recipe: (r.state, r.version) for r in builder.run(["cc"])}
+    # cc is rebuilt against the new bb: a binary-only rebuild, never new bytes under
+    # an already published version.
+    assert results == {"aa": ("cached", "1.0-1kern9"), "bb": ("built", "1.1-1kern9"),
+                       "cc": ("built", "1.0-1kern9+b1")}
+    assert {p.version for p in builder.repo.packages() if p.name == "python3-cc"} == {
+        "1.0-1kern9", "1.0-1kern9+b1"}
 
 
 def test_a_new_build_image_rebuilds_everything(make_builder):
     make_builder().run(["cc"])
-    assert [r.state for r in make_builder(image="sha256:build2").run(["cc"])] == ["built"] * 3
+    rebuilt = make_builder(image="sha256:build2").run(["cc"])
+    assert [(r.state, r.version) for r in rebuilt] == [("built", "1.0-1kern9+b1")] * 3
+    again = make_builder(image="sha256:build3").run(["aa"])
+    assert [(r.state, r.version) for r in again] == [("built", "1.0-1kern9+b2")]
+
+
+def test_a_forced_rebuild_keeps_its_version(make_builder):
+    make_builder().run(["aa"])
+    builder = make_builder()
+    [result] = builder.run(["aa"], force=True)
+    assert (result.state, result.version) == ("built", "1.0-1kern9")
 
 
 def test_keys_cover_format_dependencies_and_settings(make_builder, suite_dir):

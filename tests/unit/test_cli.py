@@ -90,3 +90,33 @@ def test_package_without_an_engine_says_so(suite_dir):
 def test_missing_recipe_directory(tmp_path):
     result = kernbuild("graph", cwd=tmp_path)
     assert result.returncode == 1 and "no recipe directory" in result.stderr
+
+
+def test_tampered_source_is_refused_with_both_sums(suite_dir, tmp_path):
+    import hashlib
+    import http.server
+    import threading
+    from functools import partial
+
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "demo-1.0.tar.gz").write_bytes(b"not what the recipe pinned")
+    actual = hashlib.sha256(b"not what the recipe pinned").hexdigest()
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/demo-1.0.tar.gz"
+        recipe = suite_dir / "demo.yaml"
+        recipe.write_text(recipe_text("demo").replace("  pypi: demo\n", f"  url: {url}\n"))
+        out = tmp_path / "out"
+        result = kernbuild("debianize", "demo", "-o", str(out), cwd=suite_dir.parent)
+    finally:
+        server.shutdown()
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "a" * 64 in result.stderr and actual in result.stderr  # expected and actual
+    assert str(recipe) in result.stderr
+    assert not out.exists()
+    blobs = suite_dir.parent / ".kernbuild/sources/blobs"
+    assert not blobs.exists() or not any(blobs.iterdir())  # the bad download is not kept
