@@ -19,6 +19,7 @@ PACKAGES=(
   apt-utils        # apt-ftparchive
   gpg gpg-agent    # repository signing
   git xz-utils ca-certificates
+  make             # the unit tests run rendered debian/rules through make
 )
 
 missing=()

@@ -17,7 +17,8 @@ def open_repository(workspace: Workspace, suite: Suite):
     from kernbuild.repo import AptRepository, SigningKey
 
     key = SigningKey.ensure(workspace.gnupg,
-                            uid=f"{suite.settings.name} archive key <kernbuild@localhost>")
+                            uid=f"{suite.settings.name} archive key <kernbuild@localhost>",
+                            fingerprint=suite.settings.signing_key)
     return AptRepository(workspace.repo, suite.settings.repo_distribution, key,
                          origin=suite.settings.name, label=suite.settings.name)
 

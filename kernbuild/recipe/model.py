@@ -35,6 +35,7 @@ class SuiteSettings:
     distribution: str = "trixie"
     mirror: str = "http://deb.debian.org/debian"
     base: str = "trixie"
+    signing_key: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "SuiteSettings":
@@ -200,13 +201,6 @@ class Recipe:
     def where(self, path: tuple) -> tuple[int, int]:
         """The (line, column) of a YAML path of this recipe."""
         return self.document.where(path) if self.document else (1, 1)
-
-    def with_variant(self, name: str) -> "Recipe":
-        """This recipe with a variant's build dependencies and configure flags added."""
-        variant = self.variants[name]
-        return replace(self, build=replace(
-            self.build, depends=self.build.depends + variant.build_depends,
-            configure=self.build.configure + variant.configure))
 
     def fingerprint(self) -> str:
         """A sha256 over everything that affects the built packages (not the file's layout)."""

@@ -68,7 +68,8 @@ class Str(Node):
         # YAML reads 2.7 as a float and 3 as an int: a version must be quoted.
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return [Problem(path, f"expected a string, got the number {value!r}",
-                            f'quote it: "{value}"')]
+                            "put it in quotes, as written, so YAML keeps it as text "
+                            '(unquoted, 1.10 reads as 1.1 and 0x1F as 31)')]
         if not isinstance(value, str):
             return [Problem(path, f"expected a string, got {_kind(value)}")]
         if self.choices and value not in self.choices:
@@ -388,4 +389,7 @@ SUITE = Map(keys={
     "mirror": Key(Str(re.compile(r"^(https?|file)://\S+$"), "an http(s) Debian mirror URL")),
     "base": Key(Str(re.compile(r"^\S+$"), "a Debian codename (built with mmdebstrap) or a "
                                           "registry image such as ubuntu:24.04")),
+    "signing_key": Key(Str(re.compile(r"^(0x)?[0-9A-Fa-f ]{16,}$"), "a GPG key fingerprint"),
+                       doc="the repository's signing key, imported into the state's gnupg "
+                           "home; without it kernbuild makes one on first use"),
 })

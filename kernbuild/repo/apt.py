@@ -111,7 +111,7 @@ class SigningKey:
         gnupg_home.chmod(0o700)
         secret = cls._secret_fingerprints(gnupg_home)
         if fingerprint is not None:
-            wanted = fingerprint.replace(" ", "").upper()
+            wanted = fingerprint.replace(" ", "").upper().removeprefix("0X")
             if wanted not in secret:
                 raise KernError(
                     f"signing key {wanted} has no secret key in {gnupg_home}",
@@ -122,7 +122,7 @@ class SigningKey:
             raise KernError(
                 f"{gnupg_home} holds several secret keys ({', '.join(secret)}); "
                 "kernbuild does not know which one signs the repository",
-                hint="configure the fingerprint of the signing key",
+                hint="name one: signing_key: <fingerprint> in recipes/suite.yaml",
             )
         if not secret:
             _run(

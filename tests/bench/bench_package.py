@@ -37,9 +37,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def kernbuild(state: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kernbuild.cli", "--recipes",
-                           str(ROOT / "recipes"), "--state", str(state), *args],
-                          capture_output=True, text=True, check=True)
+    result = subprocess.run([sys.executable, "-m", "kernbuild.cli", "--recipes",
+                             str(ROOT / "recipes"), "--state", str(state), *args],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"kernbuild {' '.join(args)} failed:\n{result.stderr}")
+    return result
 
 
 def timed(action) -> float:

@@ -151,3 +151,48 @@ def test_compiled_library_with_several_packages(suite):
     debs = sorted(Path(d).name.split("_")[0] for d in results["wcslib"]["debs"])
     assert debs == ["libwcs8", "wcslib-dev", "wcslib-tools"]
     suite.run("smoke", "wcslib")
+
+
+def test_cmake_project_from_a_local_path(suite, tmp_path):
+    local = copy_of(suite, tmp_path)
+    source = local.recipes / "skyhello-src"
+    source.mkdir()
+    (source / "CMakeLists.txt").write_text(textwrap.dedent("""\
+        cmake_minimum_required(VERSION 3.13)
+        project(skyhello C)
+        set(GREETING "world" CACHE STRING "who to greet")
+        add_executable(skyhello main.c)
+        target_compile_definitions(skyhello PRIVATE GREETING="${GREETING}")
+        install(TARGETS skyhello DESTINATION bin)
+        """))
+    (source / "main.c").write_text(
+        '#include <stdio.h>\nint main(void) { printf("hello, %s\\n", GREETING); return 0; }\n')
+    (local.recipes / "skyhello.yaml").write_text(textwrap.dedent("""\
+        name: skyhello
+        version: "1.0"
+        summary: greets the sky
+        description: |
+          A C program built with cmake, for the tests.
+        license: MIT
+        source:
+          path: skyhello-src
+        build:
+          system: cmake
+          configure: ["-DGREETING=radio sky; $(id)"]   # a space, a ';' and a '$': quoted
+        packages:
+          skyhello: {}
+        smoke:
+          - run: test "$(skyhello)" = 'hello, radio sky; $(id)'
+        """))
+    assert local.package("skyhello")["skyhello"]["state"] == "built"
+    local.run("smoke", "skyhello")
+
+
+def test_an_unreachable_registry_base_is_one_clear_error(suite, tmp_path):
+    local = copy_of(suite, tmp_path)
+    settings = local.recipes / "suite.yaml"
+    settings.write_text(settings.read_text().replace("base: trixie", "base: 127.0.0.1:9/kern/nope:1"))
+    result = local.run("package", "katversion", check=False)
+    assert result.returncode == 1
+    assert "error: cannot pull the base image 127.0.0.1:9/kern/nope:1" in result.stderr
+    assert "docker load" in result.stderr and "Traceback" not in result.stderr

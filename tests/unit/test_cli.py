@@ -120,3 +120,12 @@ def test_tampered_source_is_refused_with_both_sums(suite_dir, tmp_path):
     assert not out.exists()
     blobs = suite_dir.parent / ".kernbuild/sources/blobs"
     assert not blobs.exists() or not any(blobs.iterdir())  # the bad download is not kept
+
+
+def test_configured_signing_key_must_be_in_the_gnupg_home(suite_dir):
+    with (suite_dir / "suite.yaml").open("a") as settings:
+        settings.write('signing_key: "0x' + "AB12" * 10 + '"\n')
+    result = kernbuild("repo", "info", cwd=suite_dir.parent)
+    assert result.returncode == 1
+    assert f"signing key {'AB12' * 10} has no secret key" in result.stderr
+    assert "--import" in result.stderr
