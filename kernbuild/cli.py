@@ -172,6 +172,33 @@ def debianize(ctx: typer.Context, name: str,
     out.print(f"wrote {output}" + ("/debian" if debian_only else ""))
 
 
+@app.command()
+def render(ctx: typer.Context,
+           output: Optional[Path] = typer.Option(None, "-o", "--output",
+                                                 help="Directory [default: dockerfiles/ "
+                                                      "beside the recipes]."),
+           check: bool = typer.Option(False, "--check",
+                                      help="Write nothing; exit 1 if the directory is out "
+                                           "of date.")) -> None:
+    """Write every image's Dockerfile and Singularity definition, from one plan each."""
+    from kernbuild.images import drift, render_suite, write_tree
+
+    ws: Workspace = ctx.obj
+    files = render_suite(_suite(ws))
+    directory = output or ws.recipes.parent / "dockerfiles"
+    stale = drift(files, directory)
+    if check:
+        for path in stale:
+            err.print(f"{directory / path}: out of date", markup=False, highlight=False)
+        if stale:
+            err.print("run 'kernbuild render' and commit the result", style="bold red")
+            raise typer.Exit(1)
+        out.print(f"{directory} is up to date ({len(files)} files)")
+        return
+    write_tree(files, directory)
+    out.print(f"wrote {len(stale)} of {len(files)} files in {directory}")
+
+
 # --- building ---------------------------------------------------------------------
 
 STATE_STYLE = {"queued": "dim", "building": "yellow", "publishing": "cyan", "built": "green",

@@ -1,0 +1,118 @@
+"""Image plans: what an image of a recipe holds, layer by layer.
+
+A plan is rendered by every writer (:mod:`kernbuild.images.writers`) from the
+same primitives, so the Dockerfile and the Singularity definition of an image
+say the same thing. Plans are pure: they depend on the recipes and the suite
+settings only, so the rendered files under ``dockerfiles/`` change only when a
+recipe does. What a particular build adds (exact package versions, the base
+digest, source checksums) goes into labels at build time and the lockfile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kernbuild.recipe.model import BinaryPackage, Recipe, Suite
+
+# Packages an image leaves out unless asked for: they serve builds, not runs.
+NOT_IN_IMAGES = ("-dev", "-dbg", "-dbgsym", "-doc")
+DEFAULT_REPO_URL = "http://kern-repo"  # the repository as the image build network serves it
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One install step: these packages, in one layer (one RUN, one %post block)."""
+
+    packages: tuple[str, ...]
+    why: str
+
+
+@dataclass(frozen=True)
+class ImagePlan:
+    """Everything a writer needs to render one image."""
+
+    name: str
+    tag: str
+    base: str
+    distribution: str
+    repo_url: str
+    layers: tuple[Layer, ...]
+    labels: dict[str, str] = field(default_factory=dict)
+    smoke: tuple[str, ...] = ()
+    docs: bool = False
+
+    @property
+    def packages(self) -> tuple[str, ...]:
+        return tuple(p for layer in self.layers for p in layer.packages)
+
+
+def image_packages(recipe: Recipe) -> tuple[BinaryPackage, ...]:
+    """The binary packages of ``recipe`` that go into its image."""
+    return tuple(p for p in recipe.packages if not p.name.endswith(NOT_IN_IMAGES))
+
+
+def is_library(package: BinaryPackage) -> bool:
+    return package.name.startswith("lib") or package.section in ("libs", "oldlibs")
+
+
+def plan_image(suite: Suite, recipe: Recipe, base: str) -> ImagePlan:
+    """The plan of ``recipe``'s image on ``base``.
+
+    Layers, lowest first, so that images of several tools share bytes:
+
+    1. the suite's libraries the image needs: shared libraries of this recipe and
+       the packages of the suite recipes it depends on at run time;
+    2. the tool itself: the rest of this recipe's packages.
+
+    Debian packages they depend on come with the first layer that needs them.
+    """
+    own = image_packages(recipe)
+    libraries = tuple(sorted(_suite_dependencies(suite, recipe)
+                             | {p.name for p in own if is_library(p)}))
+    tools = tuple(p.name for p in own if not is_library(p))
+    layers = []
+    if libraries:
+        layers.append(Layer(libraries, "the suite's libraries, below the tool: shared between images"))
+    if tools:
+        layers.append(Layer(tools, f"{recipe.name} itself"))
+    settings = suite.settings
+    labels = {
+        "org.opencontainers.image.title": recipe.name,
+        "org.opencontainers.image.description": recipe.summary,
+        "org.opencontainers.image.licenses": recipe.license,
+        "org.opencontainers.image.version": recipe.debian_version(settings),
+        "org.opencontainers.image.base.name": base,
+        "org.kernsuite.release": f"{settings.name}-{settings.release}",
+    }
+    if recipe.homepage:
+        labels["org.opencontainers.image.url"] = recipe.homepage
+    return ImagePlan(
+        name=recipe.name, tag=image_tag(suite, recipe.name), base=base,
+        distribution=settings.repo_distribution, repo_url=DEFAULT_REPO_URL,
+        layers=tuple(layers), labels=labels, smoke=tuple(s.run for s in recipe.smoke))
+
+
+def image_tag(suite: Suite, name: str) -> str:
+    """``kern/<name>:<release>``."""
+    return f"{suite.settings.name}/{name}:{suite.settings.release}"
+
+
+def _suite_dependencies(suite: Suite, recipe: Recipe) -> set[str]:
+    """Packages of other suite recipes that ``recipe``'s image needs, transitively."""
+    needed: set[str] = set()
+    stack = list(image_packages(recipe))
+    while stack:
+        package = stack.pop()
+        for relation in package.relations.get("depends", ()):
+            for name in _names(relation):
+                maker = suite.maker.get(name)
+                if maker and maker.name != recipe.name and name not in needed:
+                    needed.add(name)
+                    stack.append(next(p for p in maker.packages if p.name == name))
+    return needed
+
+
+def _names(relation: str) -> list[str]:
+    from kernbuild.recipe.schema import relation_names
+
+    return relation_names(relation)

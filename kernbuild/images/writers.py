@@ -1,0 +1,61 @@
+"""Writers: one per output format, each rendering an :class:`ImagePlan` with its own template.
+
+Both formats are written from the same plan and the same install primitive
+(``kern-apt-install``); neither is converted from the other. New formats
+register themselves in :data:`WRITERS`.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import ClassVar
+
+import jinja2
+
+from kernbuild.images.plan import ImagePlan
+
+TEMPLATES = Path(__file__).parent / "templates"
+# Files every image's build context holds, beside the per-image directories.
+SHARED_FILES = ("kern-apt-install", "dpkg-nodoc")
+
+_environment = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
+    trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
+_environment.filters["shell_quote"] = shlex.quote
+
+
+class Writer:
+    """Renders a plan into one file of one format."""
+
+    format: ClassVar[str]
+    template: ClassVar[str]
+    filename: ClassVar[str]
+
+    def render(self, plan: ImagePlan) -> str:
+        return _environment.get_template(self.template).render(plan=plan)
+
+
+class DockerWriter(Writer):
+    format = "docker"
+    template = "Dockerfile.j2"
+    filename = "Dockerfile"
+
+
+class SingularityWriter(Writer):
+    format = "singularity"
+    template = "Singularity.def.j2"
+    filename = "Singularity.def"
+
+
+WRITERS: dict[str, Writer] = {w.format: w for w in (DockerWriter(), SingularityWriter())}
+
+
+def render_context(plans: list[ImagePlan]) -> dict[str, str]:
+    """The build context of ``plans`` as {relative path: text}: shared files and one
+    directory per image with a file per writer."""
+    files = {name: (TEMPLATES / name).read_text() for name in SHARED_FILES}
+    for plan in plans:
+        for writer in WRITERS.values():
+            files[f"{plan.name}/{writer.filename}"] = writer.render(plan)
+    return files

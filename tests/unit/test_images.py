@@ -1,0 +1,83 @@
+"""Image plans and writers: one plan, the same install steps in every format."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from kernbuild.images import drift, render_suite, suite_plans, write_tree
+from kernbuild.images.writers import WRITERS
+from kernbuild.recipe import load_suite
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def plans() -> dict:
+    return {plan.name: plan for plan in suite_plans(load_suite(ROOT / "recipes"))}
+
+
+def test_dockerfiles_directory_is_up_to_date():
+    stale = drift(render_suite(load_suite(ROOT / "recipes")), ROOT / "dockerfiles")
+    assert stale == [], "dockerfiles/ is out of date: run 'kernbuild render' and commit"
+
+
+def test_libraries_sit_below_the_tool_and_dev_packages_stay_out():
+    wcslib = plans()["wcslib"]
+    assert [layer.packages for layer in wcslib.layers] == [("libwcs8",), ("wcslib-tools",)]
+    katpoint = plans()["katpoint"]
+    # future is another recipe of the suite that katpoint needs at run time
+    assert [layer.packages for layer in katpoint.layers] == [("python3-future",),
+                                                             ("python3-katpoint",)]
+    assert katpoint.tag == "kern/katpoint:1"
+
+
+def test_every_writer_installs_the_same_layers():
+    for plan in plans().values():
+        expected = [" ".join(layer.packages) for layer in plan.layers]
+        dockerfile = WRITERS["docker"].render(plan)
+        post = WRITERS["singularity"].render(plan).split("%post\n")[1].split("\n%")[0]
+        assert re.findall(r"^RUN kern-apt-install (?!--setup)(.*)$", dockerfile, re.M) == expected
+        assert re.findall(r"^    kern-apt-install (?!--setup)(.*)$", post, re.M) == expected
+
+
+def test_labels_come_after_the_shared_layers():
+    dockerfile = WRITERS["docker"].render(plans()["losoto"])
+    lines = dockerfile.splitlines()
+    last_run = max(i for i, line in enumerate(lines) if line.startswith("RUN "))
+    first_label = min(i for i, line in enumerate(lines) if line.startswith("LABEL "))
+    assert first_label > last_run
+
+
+def test_smoke_commands_become_the_definition_test_section():
+    definition = WRITERS["singularity"].render(plans()["katpoint"])
+    test = definition.split("%test\n", 1)[1]
+    assert test.strip().startswith("sh -c 'python3 -c")
+
+
+def test_kern_apt_install_is_valid_shell(tmp_path):
+    write_tree(render_suite(load_suite(ROOT / "recipes")), tmp_path)
+    helper = tmp_path / "kern-apt-install"
+    assert helper.stat().st_mode & 0o111
+    subprocess.run(["sh", "-n", str(helper)], check=True)
+
+
+def test_render_check_fails_on_drift_and_write_fixes_it(tmp_path):
+    def kernbuild(*args):
+        return subprocess.run([sys.executable, "-m", "kernbuild.cli", "--recipes",
+                               str(ROOT / "recipes"), "--state", str(tmp_path / "state"), *args],
+                              capture_output=True, text=True)
+
+    out = tmp_path / "dockerfiles"
+    assert kernbuild("render", "-o", str(out)).returncode == 0
+    (out / "katpoint/Dockerfile").write_text("FROM scratch\n")
+    (out / "gone").mkdir()
+    (out / "gone/Dockerfile").write_text("FROM scratch\n")
+    check = kernbuild("render", "-o", str(out), "--check")
+    assert check.returncode == 1
+    assert f"{out}/katpoint/Dockerfile: out of date" in check.stderr
+    assert f"{out}/gone/Dockerfile: out of date" in check.stderr
+    assert kernbuild("render", "-o", str(out)).returncode == 0
+    assert kernbuild("render", "-o", str(out), "--check").returncode == 0
+    assert not (out / "gone").exists()
