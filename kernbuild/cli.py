@@ -268,12 +268,53 @@ def package(ctx: typer.Context,
 
 
 @app.command()
+def image(ctx: typer.Context,
+          names: list[str] = typer.Argument(..., help="Recipes to make images of."),
+          jobs: int = typer.Option(1, "--jobs", "-j", min=1,
+                                   help="Build up to N independent packages at once."),
+          as_json: bool = JSON) -> None:
+    """Build Docker images of recipes from the signed repository, then smoke-test inside them.
+
+    Packages not built yet are built first. Each image is recorded in kern.lock.
+    """
+    from kernbuild.images import build_images
+
+    ws: Workspace = ctx.obj
+    suite = _suite(ws)
+    with err.status("building images") as status:
+        def report(recipe: str, state: str, detail: str) -> None:
+            status.update(f"{recipe}: {state} {detail}".strip())
+
+        entries = build_images(ws, suite, names, jobs=jobs, report=report,
+                               say=lambda text: err.print(text))
+    if as_json:
+        _print_json(entries)
+    else:
+        table = Table("image", "id", "size", "smoke")
+        for entry in entries:
+            smoke = entry["smoke"]
+            passed = sum(1 for r in smoke if r["exit_code"] == 0)
+            table.add_row(entry["tag"], entry["image"][7:19], f"{entry['size'] / 1e6:.0f} MB",
+                          f"[{'green' if passed == len(smoke) else 'bold red'}]"
+                          f"{passed}/{len(smoke)} passed[/]")
+        out.print(table)
+    failed = [(e["tag"], r) for e in entries for r in e["smoke"] if r["exit_code"] != 0]
+    for tag, result in failed:
+        err.print(f"error: {tag}: smoke step failed (exit {result['exit_code']}): "
+                  f"{result['command']}\n{result['output'].rstrip()}", markup=False,
+                  highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
 def smoke(ctx: typer.Context, name: str, as_json: bool = JSON) -> None:
     """Install a recipe's packages from the repository in a clean container; run its smoke steps."""
     from kernbuild import engine
     from kernbuild.build import open_repository
     from kernbuild.build.environment import base_tag
-    from kernbuild.smoke import published_version, run_smoke
+    from kernbuild.build.package import published_versions
+    from kernbuild.smoke import run_smoke
 
     ws: Workspace = ctx.obj
     suite = _suite(ws)
@@ -283,8 +324,7 @@ def smoke(ctx: typer.Context, name: str, as_json: bool = JSON) -> None:
     if engine.image_id(client, base) is None:
         raise KernError(f"the base image {base} is missing", f"run 'kernbuild package {name}'")
     repo = open_repository(ws, suite)
-    version = published_version(repo, recipe, recipe.debian_version(suite.settings))
-    results = run_smoke(client, base, repo, recipe, version)
+    results = run_smoke(client, base, repo, recipe, published_versions(repo, suite))
     if as_json:
         _print_json([{"command": r.command, "exit_code": r.exit_code, "seconds": r.seconds,
                       "output": r.output} for r in results])

@@ -38,33 +38,22 @@ class StepResult:
         return self.exit_code == 0
 
 
-def published_version(repo: "AptRepository", recipe: Recipe, version: str) -> str:
-    """The newest published build of ``version``: itself or its latest ``+bN`` rebuild."""
-    from debian.debian_support import Version
-
-    first = recipe.packages[0].name
-    builds = [ref.version for ref in repo.packages() if ref.name == first
-              and (ref.version == version or ref.version.startswith(version + "+b"))]
-    if not builds:
-        raise KernError(f"{first} {version} is not in the repository",
-                        f"run 'kernbuild package {recipe.name}' first")
-    return str(max(builds, key=Version))
-
-
 def run_smoke(client: "docker.DockerClient", base_image: str, repo: "AptRepository",
-              recipe: Recipe, version: str) -> list[StepResult]:
-    """Install ``recipe``'s packages at ``version`` in a clean container and run its steps.
+              recipe: Recipe, versions: dict[str, str]) -> list[StepResult]:
+    """Install ``recipe``'s packages at ``versions`` in a clean container and run its steps.
 
     The first result is the installation itself; a failed installation stops there.
     """
-    if not (repo.current / "dists").exists():
-        raise KernError("the repository is empty", f"run 'kernbuild package {recipe.name}' first")
+    missing = [p.name for p in recipe.packages if p.name not in versions]
+    if missing:
+        raise KernError(f"{', '.join(missing)} of {recipe.name} not in the repository",
+                        f"run 'kernbuild package {recipe.name}' first")
     apt_files = {
         KEYRING: (repo.root / "kern-archive-keyring.gpg").read_bytes(),
         "/etc/apt/sources.list.d/kern.list":
             (repo.sources_line(f"file:{REPO_MOUNT}/current", KEYRING) + "\n").encode(),
     }
-    packages = [f"{p.name}={version}" for p in recipe.packages]
+    packages = [f"{p.name}={versions[p.name]}" for p in recipe.packages]
     container = client.containers.run(
         base_image, ["sleep", "infinity"], detach=True,
         volumes={str(repo.root.resolve()): {"bind": REPO_MOUNT, "mode": "ro"}},

@@ -313,6 +313,23 @@ class PackageBuilder:
         return output
 
 
+def published_versions(repo: "AptRepository", suite: Suite) -> dict[str, str]:
+    """For each of the suite's binary packages in ``repo``, its newest build of the
+    recipe's current version (the version itself or its latest ``+bN`` rebuild)."""
+    from debian.debian_support import Version
+
+    newest: dict[str, str] = {}
+    for ref in repo.packages():
+        maker = suite.maker.get(ref.name)
+        if maker is None:
+            continue
+        base = maker.debian_version(suite.settings)
+        if ref.version == base or ref.version.startswith(base + "+b"):
+            if ref.name not in newest or Version(ref.version) > Version(newest[ref.name]):
+                newest[ref.name] = ref.version
+    return newest
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as stream:

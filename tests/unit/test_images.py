@@ -37,9 +37,15 @@ def test_every_writer_installs_the_same_layers():
     for plan in plans().values():
         expected = [" ".join(layer.packages) for layer in plan.layers]
         dockerfile = WRITERS["docker"].render(plan)
-        post = WRITERS["singularity"].render(plan).split("%post\n")[1].split("\n%")[0]
-        assert re.findall(r"^RUN kern-apt-install (?!--setup)(.*)$", dockerfile, re.M) == expected
-        assert re.findall(r"^    kern-apt-install (?!--setup)(.*)$", post, re.M) == expected
+        definition = WRITERS["singularity"].render(plan)
+        layers = [f"${{KERN_LAYER_{i}}}" for i in range(1, len(expected) + 1)]
+        assert re.findall(r'^ARG KERN_LAYER_\d="(.*)"$', dockerfile, re.M) == expected
+        assert re.findall(r"^RUN kern-apt-install (?!--setup)(.*)$", dockerfile, re.M) == layers
+        arguments = definition.split("%arguments\n")[1].split("\n%")[0]
+        assert re.findall(r"^    KERN_LAYER_\d=(.*)$", arguments, re.M) == expected
+        post = definition.split("%post\n")[1].split("\n%")[0]
+        assert re.findall(r"^    kern-apt-install \{\{ (KERN_LAYER_\d) \}\}$", post, re.M) == [
+            f"KERN_LAYER_{i}" for i in range(1, len(expected) + 1)]
 
 
 def test_labels_come_after_the_shared_layers():

@@ -1,0 +1,122 @@
+"""Build an image plan into a Docker image, and run its smoke steps inside it.
+
+The build is a plain ``docker build`` of the rendered Dockerfile. The suite's
+repository reaches it over a private Docker network: a small web server
+container answers there as ``kern-repo``, the name the rendered files use, so
+the URL, and with it Docker's layer cache, is the same on every build.
+Exact package versions come in as build arguments, one per layer: a new
+version rebuilds its layer and the ones above it, nothing else.
+"""
+
+from __future__ import annotations
+
+import secrets
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+from kernbuild.errors import KernError
+from kernbuild.images.plan import DEFAULT_REPO_URL, ImagePlan
+from kernbuild.images.writers import render_context
+
+if TYPE_CHECKING:
+    import docker
+
+    from kernbuild.repo import AptRepository
+
+REPO_ALIAS = DEFAULT_REPO_URL.removeprefix("http://")
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    tag: str
+    id: str
+    size: int
+    labels: dict[str, str]
+
+
+@dataclass(frozen=True)
+class SmokeResult:
+    command: str
+    exit_code: int
+    output: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+@contextmanager
+def serve_repository(client: "docker.DockerClient", repo: "AptRepository",
+                     server_image: str) -> Iterator[str]:
+    """A private network on which ``repo`` answers at http://kern-repo; yields its name."""
+    name = f"kernbuild-{secrets.token_hex(4)}"
+    network = client.networks.create(name, driver="bridge", labels={"kernbuild": "repo"})
+    server = None
+    try:
+        server = client.containers.create(
+            server_image, ["python3", "-m", "http.server", "80", "--directory", "/srv/current"],
+            name=name, detach=True, labels={"kernbuild": "repo"},
+            volumes={str(repo.root.resolve()): {"bind": "/srv", "mode": "ro"}},
+            network=name,
+            networking_config={name: client.api.create_endpoint_config(aliases=[REPO_ALIAS])})
+        server.start()
+        yield name
+    finally:
+        if server is not None:
+            server.remove(force=True)
+        network.remove()
+
+
+def build_image(client: "docker.DockerClient", plan: ImagePlan, pins: list[str],
+                keyring_sha256: str, labels: dict[str, str], network: str,
+                work: Path) -> BuiltImage:
+    """``docker build`` of ``plan``; ``pins`` are the layers' packages as name=version,
+    ``keyring_sha256`` the sha256 of the repository's keyring file."""
+    from docker.errors import APIError, BuildError
+
+    work.mkdir(parents=True, exist_ok=True)
+    buildargs = {"KERN_REPO": DEFAULT_REPO_URL, "KERN_KEYRING_SHA256": keyring_sha256}
+    buildargs.update({f"KERN_LAYER_{i}": layer for i, layer in enumerate(pins, 1)})
+    with tempfile.TemporaryDirectory(dir=work) as context:
+        for path, text in render_context([plan]).items():
+            target = Path(context, path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+            target.chmod(0o755 if path == "kern-apt-install" else 0o644)
+        try:
+            image, _ = client.images.build(
+                path=context, dockerfile=f"{plan.name}/Dockerfile", tag=plan.tag,
+                buildargs=buildargs, labels=labels, network_mode=network, rm=True,
+                forcerm=True)
+        except BuildError as exc:
+            log = "".join(chunk.get("stream", "") for chunk in exc.build_log)
+            raise KernError(f"building the image {plan.tag} failed: {exc.msg}\n"
+                            + "\n".join(log.splitlines()[-20:]),
+                            "a package that does not install is worth a 'kernbuild smoke' "
+                            "of its recipe") from None
+        except APIError as exc:
+            raise KernError(f"the Docker engine refused to build {plan.tag}: {exc.explanation}",
+                            "is there room left on its disk (docker system df)?") from None
+    return BuiltImage(plan.tag, image.id, image.attrs["Size"], image.labels or {})
+
+
+def smoke_image(client: "docker.DockerClient", image: str,
+                commands: tuple[str, ...]) -> list[SmokeResult]:
+    """Each smoke command in a fresh container of ``image``, in a scratch directory."""
+    results = []
+    for command in commands:
+        started = time.monotonic()
+        container = client.containers.run(image, ["sh", "-c", command], detach=True,
+                                          working_dir="/tmp", labels={"kernbuild": "smoke"})
+        try:
+            code = container.wait()["StatusCode"]
+            output = container.logs().decode("utf-8", "replace")
+        finally:
+            container.remove(force=True)
+        results.append(SmokeResult(command, code, output, time.monotonic() - started))
+    return results
