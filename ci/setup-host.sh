@@ -20,6 +20,8 @@ PACKAGES=(
   gpg gpg-agent    # repository signing
   git xz-utils ca-certificates
   make             # the unit tests run rendered debian/rules through make
+  squashfs-tools siftool  # SIF images without apptainer: mksquashfs, siftool
+  bubblewrap       # runs commands in unpacked SIF root filesystems, as apptainer would
 )
 
 missing=()

@@ -270,40 +270,58 @@ def package(ctx: typer.Context,
 @app.command()
 def image(ctx: typer.Context,
           names: list[str] = typer.Argument(..., help="Recipes to make images of."),
+          formats: list[str] = typer.Option(["docker"], "--format", "-f",
+                                            help="docker, sif (a SIF beside the Docker image) "
+                                                 "or sandbox (an unpacked tree for CVMFS); "
+                                                 "repeat for several."),
+          output: Optional[Path] = typer.Option(None, "-o", "--output",
+                                                help="Where SIFs go [default: the state's "
+                                                     "images/sif]."),
+          cvmfs: Optional[Path] = typer.Option(None, "--cvmfs",
+                                               help="The CVMFS repository directory that "
+                                                    "sandboxes are published in."),
           jobs: int = typer.Option(1, "--jobs", "-j", min=1,
                                    help="Build up to N independent packages at once."),
           as_json: bool = JSON) -> None:
-    """Build Docker images of recipes from the signed repository, then smoke-test inside them.
+    """Build images of recipes from the signed repository and smoke-test inside each form.
 
     Packages not built yet are built first. Each image is recorded in kern.lock.
     """
-    from kernbuild.images import build_images
+    from kernbuild.images import FORMATS, build_images, smoke_failures
 
     ws: Workspace = ctx.obj
+    for form in formats:
+        if form not in FORMATS:
+            raise KernError(f"unknown image format {form!r}", f"use one of {', '.join(FORMATS)}")
+    if "sandbox" in formats and cvmfs is None:
+        raise KernError("--format sandbox needs --cvmfs DIR", "the CVMFS repository directory")
     suite = _suite(ws)
     with err.status("building images") as status:
         def report(recipe: str, state: str, detail: str) -> None:
             status.update(f"{recipe}: {state} {detail}".strip())
 
-        entries = build_images(ws, suite, names, jobs=jobs, report=report,
+        entries = build_images(ws, suite, names, formats=tuple(formats), output=output,
+                               cvmfs=cvmfs, jobs=jobs, report=report,
                                say=lambda text: err.print(text))
+    failures = [(entry["tag"], form, result) for entry in entries
+                for form, result in smoke_failures(entry)]
     if as_json:
         _print_json(entries)
     else:
-        table = Table("image", "id", "size", "smoke")
+        table = Table("image", "id", "size", "forms", "smoke")
         for entry in entries:
-            smoke = entry["smoke"]
-            passed = sum(1 for r in smoke if r["exit_code"] == 0)
+            failed = sum(1 for tag, _, _ in failures if tag == entry["tag"])
+            forms = ["docker"] + [f"{form}: {entry[form]['path']}" for form in ("sif", "sandbox")
+                                  if form in entry]
             table.add_row(entry["tag"], entry["image"][7:19], f"{entry['size'] / 1e6:.0f} MB",
-                          f"[{'green' if passed == len(smoke) else 'bold red'}]"
-                          f"{passed}/{len(smoke)} passed[/]")
+                          "\n".join(forms), "[green]passed[/]" if not failed
+                          else f"[bold red]{failed} failed[/]")
         out.print(table)
-    failed = [(e["tag"], r) for e in entries for r in e["smoke"] if r["exit_code"] != 0]
-    for tag, result in failed:
-        err.print(f"error: {tag}: smoke step failed (exit {result['exit_code']}): "
+    for tag, form, result in failures:
+        err.print(f"error: {tag} ({form}): smoke step failed (exit {result['exit_code']}): "
                   f"{result['command']}\n{result['output'].rstrip()}", markup=False,
                   highlight=False)
-    if failed:
+    if failures:
         raise typer.Exit(1)
 
 

@@ -77,6 +77,12 @@ _COMMIT = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")  # SHA-1 or SHA-256 repos
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _DSC_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+~_-]*$")
 _TREE_HASH_VERSION = b"kernbuild-tree-hash-v1\n"
+_EMPTY_TREE_KEY = hashlib.sha256(_TREE_HASH_VERSION).hexdigest()
+
+
+def _empty_dir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    return path
 
 
 @dataclass(frozen=True)
@@ -149,6 +155,8 @@ class SourceCache:
             KernError: the recipe lacks its pin, or a ``path`` source is missing.
         """
         kind = recipe.source.kind
+        if kind == "none":
+            return _EMPTY_TREE_KEY
         if kind == "git":
             return _commit(recipe)
         if kind == "path":
@@ -168,14 +176,19 @@ class SourceCache:
                 unreadable archive, a missing commit, path or ``subdir``.
         """
         fetchers = {"pypi": self._fetch_pypi, "debian": self._fetch_debian,
-                    "url": self._fetch_url, "git": self._fetch_git, "path": self._fetch_path}
+                    "url": self._fetch_url, "git": self._fetch_git, "path": self._fetch_path,
+                    "none": self._fetch_none}
         fetcher = fetchers.get(recipe.source.kind)
         if fetcher is None:
             raise _unknown_kind(recipe)
         sha256, tree, files = fetcher(recipe)
         return FetchedSource(sha256, _apply_subdir(recipe, tree), files)
 
-    # --- the five kinds --------------------------------------------------------------
+    # --- the kinds ---------------------------------------------------------------------
+
+    def _fetch_none(self, recipe: Recipe) -> tuple[str, Path, tuple[Path, ...]]:
+        """A metapackage has no upstream source: an empty tree."""
+        return _EMPTY_TREE_KEY, self._tree(_EMPTY_TREE_KEY, lambda tmp: _empty_dir(tmp / "x")), ()
 
     def _fetch_url(self, recipe: Recipe) -> tuple[str, Path, tuple[Path, ...]]:
         sha = _pinned_sha256(recipe)

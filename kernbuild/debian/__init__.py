@@ -142,7 +142,8 @@ def changelog(recipe: Recipe, settings: SuiteSettings, binary_version: str | Non
     log = Changelog()
     date = _rfc2822(recipe.changelog_date(settings))
     origin = {"pypi": "PyPI", "debian": "Debian", "url": "upstream", "git": "git",
-              "path": "a local tree"}[recipe.source.kind]
+              "path": "a local tree", "none": "no upstream source (a metapackage)"}[
+        recipe.source.kind]
     log.new_block(
         package=recipe.name,
         version=recipe.debian_version(settings),

@@ -62,10 +62,16 @@ def write_tree(files: dict[str, str], directory: Path) -> None:
 LOCKFILE = "kern.lock"
 
 
-def build_images(workspace, suite: Suite, names: list[str], *, jobs: int = 1,
+FORMATS = ("docker", "sif", "sandbox")
+
+
+def build_images(workspace, suite: Suite, names: list[str], *, formats: tuple[str, ...] = ("docker",),
+                 output: Path | None = None, cvmfs: Path | None = None, jobs: int = 1,
                  report=lambda *_: None, say=lambda _: None) -> list[dict]:
-    """Docker images of ``names``: their packages built and published first, then each
-    image built from its plan, smoke-tested inside, and recorded in the lockfile.
+    """Images of ``names``: their packages built and published first, then each Docker
+    image built from its plan and smoke-tested inside, then, as asked, a SIF (in
+    ``output``) or an unpacked sandbox (under ``cvmfs``) made from it and smoke-tested
+    in its own root filesystem. Every image is recorded in the lockfile.
 
     Returns one lock entry per image (see :func:`lock_entry`), with smoke results.
     """
@@ -102,10 +108,110 @@ def build_images(workspace, suite: Suite, names: list[str], *, jobs: int = 1,
         report(recipe.name, "image", "smoke tests in the image")
         entry.update(image=built.id, size=built.size,
                      smoke=[vars(r) for r in smoke_image(client, built.tag, plan.smoke)])
-        write_lock(workspace.recipes.parent / LOCKFILE, plan.tag,
-                   {k: v for k, v in entry.items() if k != "smoke"})
+        if "sif" in formats:
+            report(recipe.name, "image", "SIF")
+            entry["sif"] = make_sif(client, plan, built, output or workspace.images / "sif",
+                                    workspace.images)
+        if "sandbox" in formats:
+            report(recipe.name, "image", f"sandbox in {cvmfs}")
+            entry["sandbox"] = make_sandbox(client, plan, built, cvmfs, workspace.images)
+        write_lock(workspace.recipes.parent / LOCKFILE, plan.tag, _without_smoke(entry))
         entries.append(entry)
     return entries
+
+
+def make_sif(client, plan: ImagePlan, built, directory: Path, work: Path) -> dict:
+    """A SIF of the built Docker image, verified, then unpacked to run the smoke steps.
+
+    Through apptainer (or singularity) where one is installed; otherwise assembled
+    from the image's root filesystem with mksquashfs and siftool.
+    """
+    import shutil
+    import tempfile
+
+    from kernbuild.images import sif
+
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"{plan.name}_{plan.tag.rsplit(':', 1)[1]}.sif"
+    definition = WRITERS["singularity"].render(plan)
+    work.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=work) as scratch:
+        if shutil.which("apptainer") or shutil.which("singularity"):
+            from spython.main import Client  # drives whichever of the two is installed
+
+            Client.build(recipe=f"docker-daemon://{built.tag}", image=str(target),
+                         sudo=False, force=True, build_folder=scratch)
+            how = "apptainer"
+        else:
+            rootfs = sif.export_rootfs(client, built.id, Path(scratch, "rootfs"))
+            sif.write_singularity_dir(rootfs, definition, built.labels, _image_env(client, built))
+            sif.assemble_sif(rootfs, definition, built.labels, target)
+            shutil.rmtree(rootfs)
+            how = "mksquashfs+siftool"
+        info = sif.verify_sif(target)
+        unpacked = sif.unpack_sif(target, Path(scratch, "unpacked"))
+        smoke = [_rootfs_smoke(sif, unpacked, command) for command in plan.smoke]
+    return {"path": str(target), "sha256": _file_sha256(target), "size": target.stat().st_size,
+            "arch": info["arch"], "built_with": how, "smoke": smoke}
+
+
+def make_sandbox(client, plan: ImagePlan, built, cvmfs: Path, work: Path) -> dict:
+    """An unpacked root filesystem under ``cvmfs``, stored by digest: republishing an
+    unchanged image does nothing."""
+    import tempfile
+
+    from kernbuild.images import sif
+
+    digest = built.id.removeprefix("sha256:")
+    stored = cvmfs / ".images" / digest
+    if stored.is_dir():  # published before: only the name may need pointing at it
+        path, changed = sif.export_sandbox(stored, cvmfs, plan.tag, built.id)
+    else:
+        work.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=work) as scratch:
+            rootfs = sif.export_rootfs(client, built.id, Path(scratch, "rootfs"))
+            sif.write_singularity_dir(rootfs, WRITERS["singularity"].render(plan), built.labels,
+                                      _image_env(client, built))
+            path, changed = sif.export_sandbox(rootfs, cvmfs, plan.tag, built.id)
+    smoke = [_rootfs_smoke(sif, path, command) for command in plan.smoke]
+    return {"path": str(path), "name": str(cvmfs / plan.tag), "published": changed,
+            "smoke": smoke}
+
+
+def _without_smoke(entry: dict) -> dict:
+    """A lock record: what an image is, not how its last smoke test went."""
+    return {key: _without_smoke(value) if isinstance(value, dict) else value
+            for key, value in entry.items() if key != "smoke"}
+
+
+def smoke_failures(entry: dict) -> list[tuple[str, dict]]:
+    """(form, result) of every failed smoke step of an image entry, in every form."""
+    forms = [("docker", entry["smoke"])] + [(form, entry[form]["smoke"])
+                                            for form in ("sif", "sandbox") if form in entry]
+    return [(form, r) for form, results in forms for r in results if r["exit_code"] != 0]
+
+
+def _rootfs_smoke(sif, rootfs: Path, command: str) -> dict:
+    import time
+
+    started = time.monotonic()
+    code, output = sif.run_in_rootfs(rootfs, command)
+    return {"command": command, "exit_code": code, "output": output,
+            "seconds": time.monotonic() - started}
+
+
+def _image_env(client, built) -> dict[str, str]:
+    """The image's ENV, which apptainer carries into 10-docker2singularity.sh."""
+    env = client.images.get(built.id).attrs["Config"].get("Env") or []
+    return dict(item.split("=", 1) for item in env if "=" in item)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def lock_entry(suite: Suite, builder, plan: ImagePlan, versions: dict[str, str]) -> dict:

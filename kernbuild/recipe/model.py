@@ -54,7 +54,7 @@ class SuiteSettings:
 
 @dataclass(frozen=True)
 class Source:
-    kind: str  # one of schema.SOURCE_KINDS
+    kind: str  # one of schema.SOURCE_KINDS, or "none" for a metapackage
     ref: str  # the PyPI name, Debian source package, URL, git URL or path
     sha256: str | None = None
     commit: str | None = None
@@ -132,8 +132,8 @@ class Recipe:
     @classmethod
     def from_document(cls, doc: "Document") -> "Recipe":
         raw: dict[str, Any] = doc.data
-        src = raw["source"]
-        kind = next(k for k in schema.SOURCE_KINDS if k in src)
+        src = raw.get("source") or {"none": ""}  # a metapackage
+        kind = next(k for k in (*schema.SOURCE_KINDS, "none") if k in src)
         ref = src[kind]
         if kind == "path":  # relative to the recipe file, so recipes move with their data
             ref = str((doc.path.parent / ref).resolve())

@@ -226,6 +226,13 @@ def _debian_source_has_version(source: dict, path: Path_) -> list[Problem]:
     return []
 
 
+def _source_unless_metapackage(recipe: dict, path: Path_) -> list[Problem]:
+    if "source" not in recipe and (recipe.get("build") or {}).get("system") != "none":
+        return [Problem(path, "missing required key 'source'",
+                        "only a metapackage (build: {system: none}) has no source")]
+    return []
+
+
 def _several_packages_name_their_files(packages: dict, path: Path_) -> list[Problem]:
     if len(packages) < 2:
         return []
@@ -305,7 +312,8 @@ RECIPE = Map(keys={
     "copyright": Key(Str(), doc="the upstream copyright line for debian/copyright"),
     "date": Key(Str(re.compile(r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2})?)?$"),
                     "YYYY-MM-DD, the changelog date of this revision")),
-    "source": Key(SOURCE, required=True),
+    "source": Key(SOURCE, doc="where the upstream source comes from; a metapackage "
+                              "(build: {system: none}) has none"),
     "build": Key(BUILD, required=True),
     "packages": Key(Dict(Str(PACKAGE_NAME, NAME_HINT), PACKAGE, min_items=1,
                          rules=(_several_packages_name_their_files,)), required=True),
@@ -315,7 +323,7 @@ RECIPE = Map(keys={
     "smoke": Key(List(SMOKE_STEP)),
     "variants": Key(Dict(Str(re.compile(r"^[a-z][a-z0-9-]*$"), "lower-case, such as gpu"),
                          VARIANT)),
-})
+}, rules=(_source_unless_metapackage,))
 
 # --- helpers ------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -60,6 +61,62 @@ def test_a_failing_smoke_step_fails_the_command_with_its_output(suite, wcslib_im
     finally:
         recipe.write_text(original)
     assert result.returncode == 1
-    assert "error: kern/wcslib:1: smoke step failed (exit 3)" in result.stderr
+    assert "error: kern/wcslib:1 (docker): smoke step failed (exit 3)" in result.stderr
     assert "the sky is falling" in result.stderr
-    assert "1/2 passed" in result.stdout
+    assert "1 failed" in result.stdout
+
+
+def test_committed_dockerfile_builds_with_plain_docker_build(suite, wcslib_image):
+    """dockerfiles/ from the checkout, the repository served on loopback, the docker CLI."""
+    import functools
+    import http.server
+    import subprocess
+    import threading
+
+    from tests.integration.conftest import ROOT
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler,
+                                directory=str(suite.state / "repo/current"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        build = subprocess.run(
+            ["docker", "build", "--network", "host", "-t", "kernbuild-test/wcslib:plain",
+             "--build-arg", f"KERN_REPO=http://127.0.0.1:{server.server_port}",
+             "-f", str(ROOT / "dockerfiles/wcslib/Dockerfile"), str(ROOT / "dockerfiles")],
+            capture_output=True, text=True)
+    finally:
+        server.shutdown()
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    run = subprocess.run(["docker", "run", "--rm", "kernbuild-test/wcslib:plain", "sh", "-c",
+                          "echo '187.5 2.05' | wcsware -h 2>&1 | head -1; command -v wcsware"],
+                         capture_output=True, text=True)
+    subprocess.run(["docker", "rmi", "-f", "kernbuild-test/wcslib:plain"], capture_output=True)
+    assert run.stdout.strip().endswith("/usr/bin/wcsware")
+
+
+def test_sif_and_cvmfs_sandbox_run_the_smoke_steps(suite, wcslib_image, tmp_path):
+    from kernbuild.images.sif import verify_sif
+
+    sifs, cvmfs = tmp_path / "sif", tmp_path / "cvmfs"
+    args = ("image", "wcslib", "-f", "sif", "-f", "sandbox", "-o", str(sifs), "--cvmfs",
+            str(cvmfs), "--json")
+    [entry] = json.loads(suite.run(*args).stdout)
+    sif = Path(entry["sif"]["path"])
+    assert sif == sifs / "wcslib_1.sif"
+    info = verify_sif(sif)
+    assert info["arch"] == "amd64" and "kern-apt-install" in info["definition"]
+    assert info["labels"]["org.kernsuite.packages"] == " ".join(
+        f"{name}={version}" for name, version in entry["packages"].items())
+    assert [r["exit_code"] for r in entry["sif"]["smoke"]] == [0]
+    sandbox = entry["sandbox"]
+    assert sandbox["published"] is True
+    assert Path(sandbox["path"]).parent == cvmfs / ".images"
+    assert (cvmfs / "kern/wcslib:1").resolve() == Path(sandbox["path"]).resolve()
+    assert (Path(sandbox["path"]) / ".singularity.d/actions/exec").exists()
+    assert [r["exit_code"] for r in sandbox["smoke"]] == [0]
+    [again] = json.loads(suite.run(*args).stdout)
+    assert again["sandbox"]["published"] is False  # same digest: nothing to do
+    lock = json.loads((suite.recipes.parent / "kern.lock").read_text())["images"]["kern/wcslib:1"]
+    assert lock["sif"]["sha256"] == again["sif"]["sha256"]
+    assert "smoke" not in lock and "smoke" not in lock["sif"]

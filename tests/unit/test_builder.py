@@ -7,6 +7,7 @@ that needs Docker) is swapped for one that makes a tiny .deb with dpkg-deb.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -65,8 +66,10 @@ class FakeBuilder(PackageBuilder):
                 f"Package: {package.name}\nVersion: {version}\nArchitecture: all\n"
                 f"Maintainer: t <t@example.org>\nDescription: test\n")
             deb = out / f"{package.name}_{version}_all.deb"
+            # Reproducible like the real builds: mtimes clamped to SOURCE_DATE_EPOCH.
             subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build",
-                            str(root), str(deb)], check=True, capture_output=True)
+                            str(root), str(deb)], check=True, capture_output=True,
+                           env={**os.environ, "SOURCE_DATE_EPOCH": "1700000000"})
             shutil.rmtree(root)
             debs.append(deb)
         (out / "manifest.json").write_text(json.dumps(

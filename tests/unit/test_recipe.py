@@ -169,3 +169,10 @@ def test_fingerprint_changes_with_the_recipe_not_the_smoke_test(tmp_path):
     assert load_recipe(write(tmp_path, smoke)).fingerprint() == base
     bumped = recipe_text("demo").replace('version: "1.0"', 'version: "1.1"')
     assert load_recipe(write(tmp_path, bumped)).fingerprint() != base
+
+
+def test_only_a_metapackage_has_no_source(tmp_path):
+    text = recipe_text("demo").replace(f"source:\n  pypi: demo\n  sha256: {'a' * 64}\n", "")
+    assert any("missing required key 'source'" in p for p in problems(write(tmp_path, text)))
+    meta = load_recipe(write(tmp_path, text.replace("system: pybuild", "system: none")))
+    assert meta.source.kind == "none"
