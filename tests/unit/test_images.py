@@ -58,8 +58,10 @@ def test_labels_come_after_the_shared_layers():
 
 def test_smoke_commands_become_the_definition_test_section():
     definition = WRITERS["singularity"].render(plans()["katpoint"])
-    test = definition.split("%test\n", 1)[1]
-    assert test.strip().startswith("sh -c 'python3 -c")
+    test = definition.split("%test\n", 1)[1].strip().splitlines()
+    # set -e: apptainer runs %test with plain sh, which would report only the last step
+    assert test[0] == "set -e"
+    assert test[1].strip().startswith("sh -c 'python3 -c")
 
 
 def test_kern_apt_install_is_valid_shell(tmp_path):
