@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up a fresh Debian 12 host (root) and run kernbuild's main job on the suite:
 # build katpoint (and the recipes it needs) into .debs in clean containers, publish
-# them to the signed apt repository, then install katpoint from that repository in
-# a clean container and run its smoke test.
+# them to the signed apt repository, install katpoint from it in a clean container
+# and smoke-test it, then make its Docker image and SIF and smoke-test inside both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup-host.sh
@@ -12,3 +12,4 @@ set -x
 .venv/bin/kernbuild package katpoint
 .venv/bin/kernbuild repo list
 .venv/bin/kernbuild smoke katpoint
+.venv/bin/kernbuild image katpoint --format docker --format sif

@@ -73,7 +73,7 @@ def build(client, dockerfile: str, tag: str, network: str) -> int:
 
 
 def lower_bound(client, base: str, packages: str, network: str) -> int:
-    script = ("kern-apt-install --setup http://kern-repo kern-1 >/dev/null && "
+    script = ("sh /usr/local/sbin/kern-apt-install --setup http://kern-repo kern-1 >/dev/null && "
               + LOWER_BOUND.format(packages=packages))
     output = client.containers.run(
         base, ["sh", "-c", script], remove=True, network=network,
