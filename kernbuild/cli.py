@@ -8,7 +8,6 @@ printed as one message with a hint and exit status 1; listing commands take
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
 from pathlib import Path

@@ -41,3 +41,22 @@ def image_id(client: "docker.DockerClient", reference: str) -> str | None:
         return client.images.get(reference).id
     except ImageNotFound:
         return None
+
+
+def build(client: "docker.DockerClient", context: str, tag: str, hint: str, **options):
+    """``docker build`` of a context directory; a failure is one KernError with the log's tail.
+
+    ``options`` go to the SDK's ``images.build`` (dockerfile, buildargs, labels, ...).
+    """
+    from docker.errors import APIError, BuildError
+
+    try:
+        image, _ = client.images.build(path=context, tag=tag, rm=True, forcerm=True, **options)
+    except BuildError as exc:
+        log = "".join(chunk.get("stream", "") for chunk in exc.build_log)
+        raise KernError(f"building the image {tag} failed: {exc.msg}\n"
+                        + "\n".join(log.splitlines()[-25:]), hint) from None
+    except APIError as exc:
+        raise KernError(f"the Docker engine refused to build {tag}: {exc.explanation}",
+                        "is there room left on its disk (docker system df)?") from None
+    return image

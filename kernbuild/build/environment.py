@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from kernbuild import engine
 from kernbuild.engine import image_id
 from kernbuild.errors import KernError
 from kernbuild.recipe.model import SuiteSettings
@@ -78,23 +79,13 @@ def ensure(client: "docker.DockerClient", settings: SuiteSettings, work: Path,
 def build_image(client: "docker.DockerClient", dockerfile: str, tag: str, work: Path,
                 files: dict[str, bytes] | None = None) -> str:
     """``docker build`` of a Dockerfile text (and context files); returns the image id."""
-    from docker.errors import APIError, BuildError
-
     work.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=work) as context:
         Path(context, "Dockerfile").write_text(dockerfile)
         for name, content in (files or {}).items():
             Path(context, name).write_bytes(content)
-        try:
-            image, _ = client.images.build(path=context, tag=tag, rm=True, forcerm=True)
-        except BuildError as exc:
-            log = "".join(chunk.get("stream", "") for chunk in exc.build_log)
-            raise KernError(f"building the image {tag} failed: {exc.msg}\n"
-                            + "\n".join(log.splitlines()[-25:]),
-                            "read the lines above; a network failure to Debian's archive "
-                            "is worth one retry") from None
-        except APIError as exc:
-            raise KernError(f"the Docker engine refused to build {tag}: {exc.explanation}") from None
+        image = engine.build(client, context, tag, "read the lines above; a network failure "
+                                                   "to Debian's archive is worth one retry")
     return image.id
 
 

@@ -33,6 +33,7 @@ from kernbuild.build.environment import BuildEnvironment
 from kernbuild.errors import KernError
 from kernbuild.recipe.graph import build_order, dependencies
 from kernbuild.recipe.model import Recipe, Suite
+from kernbuild.sources import file_sha256
 
 if TYPE_CHECKING:
     import docker
@@ -223,7 +224,7 @@ class PackageBuilder:
                 "source_sha256": source.sha256,
                 "build_image": self.environment.image_id,
                 "debs": [d.name for d in debs],
-                "sha256": {d.name: _sha256(d) for d in debs},
+                "sha256": {d.name: file_sha256(d) for d in debs},
             }, indent=2) + "\n")
             shutil.rmtree(tree)
             for leftover in scratch.iterdir():  # .buildinfo, .changes: keep only what we use
@@ -328,11 +329,3 @@ def published_versions(repo: "AptRepository", suite: Suite) -> dict[str, str]:
             if ref.name not in newest or Version(ref.version) > Version(newest[ref.name]):
                 newest[ref.name] = ref.version
     return newest
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

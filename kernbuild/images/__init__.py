@@ -130,6 +130,7 @@ def make_sif(client, plan: ImagePlan, built, directory: Path, work: Path) -> dic
     import tempfile
 
     from kernbuild.images import sif
+    from kernbuild.sources import file_sha256
 
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / f"{plan.name}_{plan.tag.rsplit(':', 1)[1]}.sif"
@@ -151,7 +152,7 @@ def make_sif(client, plan: ImagePlan, built, directory: Path, work: Path) -> dic
         info = sif.verify_sif(target)
         unpacked = sif.unpack_sif(target, Path(scratch, "unpacked"))
         smoke = [_rootfs_smoke(sif, unpacked, command) for command in plan.smoke]
-    return {"path": str(target), "sha256": _file_sha256(target), "size": target.stat().st_size,
+    return {"path": str(target), "sha256": file_sha256(target), "size": target.stat().st_size,
             "arch": info["arch"], "built_with": how, "smoke": smoke}
 
 
@@ -204,14 +205,6 @@ def _image_env(client, built) -> dict[str, str]:
     """The image's ENV, which apptainer carries into 10-docker2singularity.sh."""
     env = client.images.get(built.id).attrs["Config"].get("Env") or []
     return dict(item.split("=", 1) for item in env if "=" in item)
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def lock_entry(suite: Suite, builder, plan: ImagePlan, versions: dict[str, str]) -> dict:

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from kernbuild.errors import KernError
+from kernbuild import engine
 from kernbuild.images.plan import DEFAULT_REPO_URL, ImagePlan
 from kernbuild.images.writers import render_context
+from kernbuild.smoke import StepResult
 
 if TYPE_CHECKING:
     import docker
@@ -36,18 +37,6 @@ class BuiltImage:
     id: str
     size: int
     labels: dict[str, str]
-
-
-@dataclass(frozen=True)
-class SmokeResult:
-    command: str
-    exit_code: int
-    output: str
-    seconds: float
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0
 
 
 @contextmanager
@@ -77,8 +66,6 @@ def build_image(client: "docker.DockerClient", plan: ImagePlan, pins: list[str],
                 work: Path) -> BuiltImage:
     """``docker build`` of ``plan``; ``pins`` are the layers' packages as name=version,
     ``keyring_sha256`` the sha256 of the repository's keyring file."""
-    from docker.errors import APIError, BuildError
-
     work.mkdir(parents=True, exist_ok=True)
     buildargs = {"KERN_REPO": DEFAULT_REPO_URL, "KERN_KEYRING_SHA256": keyring_sha256}
     buildargs.update({f"KERN_LAYER_{i}": layer for i, layer in enumerate(pins, 1)})
@@ -88,25 +75,15 @@ def build_image(client: "docker.DockerClient", plan: ImagePlan, pins: list[str],
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text)
             target.chmod(0o755 if path == "kern-apt-install" else 0o644)
-        try:
-            image, _ = client.images.build(
-                path=context, dockerfile=f"{plan.name}/Dockerfile", tag=plan.tag,
-                buildargs=buildargs, labels=labels, network_mode=network, rm=True,
-                forcerm=True)
-        except BuildError as exc:
-            log = "".join(chunk.get("stream", "") for chunk in exc.build_log)
-            raise KernError(f"building the image {plan.tag} failed: {exc.msg}\n"
-                            + "\n".join(log.splitlines()[-20:]),
-                            "a package that does not install is worth a 'kernbuild smoke' "
-                            "of its recipe") from None
-        except APIError as exc:
-            raise KernError(f"the Docker engine refused to build {plan.tag}: {exc.explanation}",
-                            "is there room left on its disk (docker system df)?") from None
+        image = engine.build(client, context, plan.tag,
+                             "a package that does not install is worth a 'kernbuild smoke' "
+                             "of its recipe", dockerfile=f"{plan.name}/Dockerfile",
+                             buildargs=buildargs, labels=labels, network_mode=network)
     return BuiltImage(plan.tag, image.id, image.attrs["Size"], image.labels or {})
 
 
 def smoke_image(client: "docker.DockerClient", image: str,
-                commands: tuple[str, ...]) -> list[SmokeResult]:
+                commands: tuple[str, ...]) -> list[StepResult]:
     """Each smoke command in a fresh container of ``image``, in a scratch directory."""
     results = []
     for command in commands:
@@ -118,5 +95,5 @@ def smoke_image(client: "docker.DockerClient", image: str,
             output = container.logs().decode("utf-8", "replace")
         finally:
             container.remove(force=True)
-        results.append(SmokeResult(command, code, output, time.monotonic() - started))
+        results.append(StepResult(command, code, output, time.monotonic() - started))
     return results

@@ -33,7 +33,7 @@ def copy_of(suite: Suite, tmp_path: Path) -> Suite:
 
 def install(docker_engine, suite: Suite, *packages: str) -> tuple[int, str]:
     """apt-get install in a clean base container that knows only the repo URL and key."""
-    line = (f"deb [signed-by=/repo/kern-archive-keyring.gpg] file:/repo/current kern-1 main")
+    line = "deb [signed-by=/repo/kern-archive-keyring.gpg] file:/repo/current kern-1 main"
     script = (f"echo '{line}' > /etc/apt/sources.list.d/kern.list && apt-get update -q && "
               "apt-get install -y -q --no-install-recommends " + " ".join(packages))
     output = docker_engine.containers.run(

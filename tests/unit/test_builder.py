@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import threading
 import time
-from pathlib import Path
+
 
 import pytest
 
