@@ -60,21 +60,27 @@ def plan_image(suite: Suite, recipe: Recipe, base: str) -> ImagePlan:
 
     Layers, lowest first, so that images of several tools share bytes:
 
-    1. the suite's libraries the image needs: shared libraries of this recipe and
-       the packages of the suite recipes it depends on at run time;
-    2. the tool itself: the rest of this recipe's packages.
+    1. the suite's libraries this image shares with another image of the suite:
+       shared libraries of this recipe and packages of the suite recipes it needs
+       at run time, where another recipe's image holds them too;
+    2. the rest: the tool itself and what only it needs.
 
-    Debian packages they depend on come with the first layer that needs them.
+    A lower layer costs a copy of dpkg's and debconf's state (about a megabyte), so
+    there is one only where another image shares it. Debian packages the layers
+    depend on come with the first layer that needs them.
     """
     own = image_packages(recipe)
-    libraries = tuple(sorted(_suite_dependencies(suite, recipe)
-                             | {p.name for p in own if is_library(p)}))
-    tools = tuple(p.name for p in own if not is_library(p))
+    elsewhere = set().union(*(_libraries(suite, other) | {p.name for p in image_packages(other)}
+                              for other in suite.recipes if other.name != recipe.name))
+    shared = _libraries(suite, recipe) & elsewhere
+    libraries = tuple(sorted(shared))
+    tools = tuple(sorted(set(_libraries(suite, recipe)) - shared)) + tuple(
+        p.name for p in own if not is_library(p))
     layers = []
     if libraries:
-        layers.append(Layer(libraries, "the suite's libraries, below the tool: shared between images"))
+        layers.append(Layer(libraries, "the suite's libraries other images share, below the tool"))
     if tools:
-        layers.append(Layer(tools, f"{recipe.name} itself"))
+        layers.append(Layer(tools, f"{recipe.name} and what only it needs"))
     settings = suite.settings
     labels = {
         "org.opencontainers.image.title": recipe.name,
@@ -89,12 +95,20 @@ def plan_image(suite: Suite, recipe: Recipe, base: str) -> ImagePlan:
     return ImagePlan(
         name=recipe.name, tag=image_tag(suite, recipe.name), base=base,
         distribution=settings.repo_distribution, repo_url=DEFAULT_REPO_URL,
-        layers=tuple(layers), labels=labels, smoke=tuple(s.run for s in recipe.smoke))
+        layers=tuple(layers), labels=labels, smoke=tuple(s.run for s in recipe.smoke),
+        docs=recipe.image_docs)
 
 
 def image_tag(suite: Suite, name: str) -> str:
     """``kern/<name>:<release>``."""
     return f"{suite.settings.name}/{name}:{suite.settings.release}"
+
+
+def _libraries(suite: Suite, recipe: Recipe) -> set[str]:
+    """What could go in ``recipe``'s library layer: its own shared libraries and the
+    packages of other suite recipes its image needs."""
+    return _suite_dependencies(suite, recipe) | {
+        p.name for p in image_packages(recipe) if is_library(p)}
 
 
 def _suite_dependencies(suite: Suite, recipe: Recipe) -> set[str]:

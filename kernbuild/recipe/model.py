@@ -126,6 +126,7 @@ class Recipe:
     patches: tuple[Patch, ...]
     smoke: tuple[SmokeStep, ...]
     variants: dict[str, Variant]
+    image_docs: bool
     path: Path = field(compare=False)
     document: "Document | None" = field(default=None, compare=False, repr=False)
 
@@ -170,7 +171,8 @@ class Recipe:
             patches=tuple(Patch(Path(p).name, (doc.path.parent / p).read_text(encoding="utf-8"))
                           for p in raw.get("patches", ())),
             smoke=tuple(SmokeStep(step["run"]) for step in raw.get("smoke", ())),
-            variants=variants, path=doc.path, document=doc,
+            variants=variants, image_docs=(raw.get("image") or {}).get("docs", False),
+            path=doc.path, document=doc,
         )
 
     # --- versions ---------------------------------------------------------------

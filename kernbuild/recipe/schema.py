@@ -96,6 +96,16 @@ class Int(Node):
 
 
 @dataclass(frozen=True)
+class Bool(Node):
+    type_name = "boolean"
+
+    def check(self, value: Any, path: Path_) -> list[Problem]:
+        if not isinstance(value, bool):
+            return [Problem(path, f"expected true or false, got {_kind(value)}")]
+        return []
+
+
+@dataclass(frozen=True)
 class Relation(Node):
     """A Debian dependency relation, such as ``python3-numpy (>= 1:1.24) | python3-legacy``.
 
@@ -321,6 +331,8 @@ RECIPE = Map(keys={
                             "a .patch file, relative to the recipe")),
                    doc="applied in order on top of the upstream source"),
     "smoke": Key(List(SMOKE_STEP)),
+    "image": Key(Map(keys={"docs": Key(Bool(), doc="keep documentation, man pages and "
+                                                    "translations in the image")})),
     "variants": Key(Dict(Str(re.compile(r"^[a-z][a-z0-9-]*$"), "lower-case, such as gpu"),
                          VARIANT)),
 }, rules=(_source_unless_metapackage,))

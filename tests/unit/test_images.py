@@ -23,14 +23,34 @@ def test_dockerfiles_directory_is_up_to_date():
     assert stale == [], "dockerfiles/ is out of date: run 'kernbuild render' and commit"
 
 
-def test_libraries_sit_below_the_tool_and_dev_packages_stay_out():
-    wcslib = plans()["wcslib"]
-    assert [layer.packages for layer in wcslib.layers] == [("libwcs8",), ("wcslib-tools",)]
+def test_shared_suite_packages_sit_below_the_tool_and_dev_packages_stay_out():
     katpoint = plans()["katpoint"]
-    # future is another recipe of the suite that katpoint needs at run time
+    # future is another recipe that katpoint needs at run time, and has an image of its own
     assert [layer.packages for layer in katpoint.layers] == [("python3-future",),
                                                              ("python3-katpoint",)]
+    assert [layer.packages for layer in plans()["future"].layers] == [("python3-future",)]
     assert katpoint.tag == "kern/katpoint:1"
+    # libwcs8 is in no other image: a layer of its own would only cost bytes
+    assert [layer.packages for layer in plans()["wcslib"].layers] == [("libwcs8",
+                                                                        "wcslib-tools")]
+
+
+def test_a_library_two_tools_need_gets_a_shared_layer(tmp_path):
+    from tests.conftest import recipe_text
+
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    (recipes / "libsky.yaml").write_text(recipe_text("libsky").replace(
+        "  python3-libsky:\n    architecture: all\n",
+        "  libsky1:\n    architecture: any\n    files: [usr/lib]\n"
+        "  libsky-dev:\n    architecture: any\n    files: [usr/include]\n"))
+    for tool in ("imager", "flagger"):
+        (recipes / f"{tool}.yaml").write_text(recipe_text(tool, depends=["libsky1 (>= 1.0)"]))
+    suite_plans_ = {p.name: p for p in suite_plans(load_suite(recipes))}
+    for tool in ("imager", "flagger"):
+        assert [layer.packages for layer in suite_plans_[tool].layers] == [
+            ("libsky1",), (f"python3-{tool}",)]
+    assert [layer.packages for layer in suite_plans_["libsky"].layers] == [("libsky1",)]
 
 
 def test_every_writer_installs_the_same_layers():
@@ -89,3 +109,16 @@ def test_render_check_fails_on_drift_and_write_fixes_it(tmp_path):
     assert kernbuild("render", "-o", str(out)).returncode == 0
     assert kernbuild("render", "-o", str(out), "--check").returncode == 0
     assert not (out / "gone").exists()
+
+
+def test_a_recipe_may_keep_its_documentation(tmp_path):
+    from tests.conftest import recipe_text
+
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    (recipes / "manual.yaml").write_text(recipe_text("manual", extra="image: {docs: true}\n"))
+    (recipes / "terse.yaml").write_text(recipe_text("terse"))
+    plans_ = {p.name: p for p in suite_plans(load_suite(recipes))}
+    assert "dpkg-nodoc" not in WRITERS["docker"].render(plans_["manual"])
+    assert "dpkg-nodoc" not in WRITERS["singularity"].render(plans_["manual"])
+    assert "COPY dpkg-nodoc" in WRITERS["docker"].render(plans_["terse"])
