@@ -126,6 +126,7 @@ def make_sif(client, plan: ImagePlan, built, directory: Path, work: Path) -> dic
     Through apptainer (or singularity) where one is installed; otherwise assembled
     from the image's root filesystem with mksquashfs and siftool.
     """
+    import os
     import shutil
     import tempfile
 
@@ -136,19 +137,30 @@ def make_sif(client, plan: ImagePlan, built, directory: Path, work: Path) -> dic
     target = directory / f"{plan.name}_{plan.tag.rsplit(':', 1)[1]}.sif"
     definition = WRITERS["singularity"].render(plan)
     work.mkdir(parents=True, exist_ok=True)
+    # SIFs are kept by the id of the image they come from: an unchanged image is not
+    # squashed again.
+    cached = work / "sif-cache" / f"{built.id.removeprefix('sha256:')}.sif"
+    cached.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=work) as scratch:
-        if shutil.which("apptainer") or shutil.which("singularity"):
-            from spython.main import Client  # drives whichever of the two is installed
+        how = "cache"
+        if not cached.exists():
+            if shutil.which("apptainer") or shutil.which("singularity"):
+                from spython.main import Client  # drives whichever of the two is installed
 
-            Client.build(recipe=f"docker-daemon://{built.tag}", image=str(target),
-                         sudo=False, force=True, build_folder=scratch)
-            how = "apptainer"
-        else:
-            rootfs = sif.export_rootfs(client, built.id, Path(scratch, "rootfs"))
-            sif.write_singularity_dir(rootfs, definition, built.labels, _image_env(client, built))
-            sif.assemble_sif(rootfs, definition, built.labels, target)
-            shutil.rmtree(rootfs)
-            how = "mksquashfs+siftool"
+                Client.build(recipe=f"docker-daemon://{built.tag}", image=str(cached),
+                             sudo=False, force=True, build_folder=scratch)
+                how = "apptainer"
+            else:
+                rootfs = sif.export_rootfs(client, built.id, Path(scratch, "rootfs"))
+                sif.write_singularity_dir(rootfs, definition, built.labels,
+                                          _image_env(client, built))
+                sif.assemble_sif(rootfs, definition, built.labels, cached)
+                shutil.rmtree(rootfs)
+                how = "mksquashfs+siftool"
+        if target.resolve() != cached.resolve():
+            staged = target.with_name(f".{target.name}.tmp")
+            shutil.copyfile(cached, staged)
+            os.replace(staged, target)  # readers see the old SIF or the new one, whole
         info = sif.verify_sif(target)
         unpacked = sif.unpack_sif(target, Path(scratch, "unpacked"))
         smoke = [_rootfs_smoke(sif, unpacked, command) for command in plan.smoke]

@@ -103,6 +103,33 @@ class SmokeStep:
     run: str
 
 
+@dataclass(frozen=True)
+class WorkflowStep:
+    name: str
+    run: str
+    timeout: int = 300
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A smoke workflow: make tiny data, run the steps, check the result, in each image."""
+
+    images: tuple[str, ...]
+    data: tuple[WorkflowStep, ...]
+    steps: tuple[WorkflowStep, ...]
+    asserts: tuple[WorkflowStep, ...]
+
+    def digest(self) -> str:
+        """A sha256 of the workflow: a matrix cell reruns when it changes."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+
+    @property
+    def all_steps(self) -> tuple[tuple[str, WorkflowStep], ...]:
+        """(phase, step) in the order they run: data, steps, assert."""
+        return tuple([("data", s) for s in self.data] + [("step", s) for s in self.steps]
+                     + [("assert", s) for s in self.asserts])
+
+
 RELATION_FIELDS = ("depends", "recommends", "suggests", "provides", "conflicts", "replaces")
 
 
@@ -127,6 +154,7 @@ class Recipe:
     smoke: tuple[SmokeStep, ...]
     variants: dict[str, Variant]
     image_docs: bool
+    pipeline: Pipeline | None
     path: Path = field(compare=False)
     document: "Document | None" = field(default=None, compare=False, repr=False)
 
@@ -172,6 +200,7 @@ class Recipe:
                           for p in raw.get("patches", ())),
             smoke=tuple(SmokeStep(step["run"]) for step in raw.get("smoke", ())),
             variants=variants, image_docs=(raw.get("image") or {}).get("docs", False),
+            pipeline=_pipeline(raw["pipeline"], raw["name"]) if "pipeline" in raw else None,
             path=doc.path, document=doc,
         )
 
@@ -207,9 +236,20 @@ class Recipe:
     def fingerprint(self) -> str:
         """A sha256 over everything that affects the built packages (not the file's layout)."""
         data = asdict(replace(self, path=Path(self.path.name), document=None))
-        data.pop("smoke")  # smoke tests run against packages; they do not change them
+        # Smoke tests and pipelines run against packages; they do not change them.
+        data.pop("smoke")
+        data.pop("pipeline")
         blob = json.dumps(data, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()
+
+
+def _pipeline(raw: dict, name: str) -> Pipeline:
+    def steps(key: str) -> tuple[WorkflowStep, ...]:
+        return tuple(WorkflowStep(s["name"], s["run"], s.get("timeout", 300))
+                     for s in raw.get(key, ()))
+
+    return Pipeline(tuple(raw.get("images", (name,))), steps("data"), steps("steps"),
+                    steps("assert"))
 
 
 @dataclass
@@ -237,8 +277,22 @@ class Suite:
                             else "run 'kernbuild graph' to list the suite's recipes")
         return recipe
 
+    @property
+    def pipelines(self) -> list[Recipe]:
+        return [r for r in self.recipes if r.pipeline is not None]
+
     def problems(self) -> list["Diagnostic"]:
-        """Problems that only show with all recipes: clashing names, dependency cycles."""
+        """Problems that only show with all recipes: clashing names, dependency cycles,
+        pipelines naming images the suite does not make."""
+        from kernbuild.errors import Diagnostic
         from kernbuild.recipe.graph import cycle_problems, name_clashes
 
-        return name_clashes(self.recipes) + cycle_problems(self)
+        unknown = []
+        for recipe in self.pipelines:
+            for index, image in enumerate(recipe.pipeline.images):
+                if image not in self.by_name:
+                    line, column = recipe.where(("pipeline", "images", index))
+                    unknown.append(Diagnostic(recipe.path, line, column,
+                                              f"pipeline image {image!r} is no recipe of the suite",
+                                              "name a recipe: its image is kern/<name>"))
+        return name_clashes(self.recipes) + cycle_problems(self) + unknown

@@ -301,6 +301,22 @@ PACKAGE = Map(keys={
 
 SMOKE_STEP = Map(keys={"run": Key(Str(), required=True, doc="a command run with sh -c")})
 
+WORKFLOW_STEP = Map(keys={
+    "name": Key(Str(re.compile(r"^[a-z0-9][a-z0-9-]*$"), "lower-case words joined by '-'"),
+                required=True),
+    "run": Key(Str(), required=True, doc="a command run with sh -c in the scratch directory"),
+    "timeout": Key(Int(minimum=1), doc="seconds before the step is killed (default 300)"),
+})
+
+PIPELINE = Map(keys={
+    "images": Key(List(Str(PACKAGE_NAME, NAME_HINT)),
+                  doc="recipes whose images the workflow runs in (default: this recipe's)"),
+    "data": Key(List(WORKFLOW_STEP), doc="steps that make the tiny input data"),
+    "steps": Key(List(WORKFLOW_STEP), required=True, doc="the workflow"),
+    "assert": Key(List(WORKFLOW_STEP), required=True,
+                  doc="what the result must satisfy: a scientific check, not an exit code"),
+})
+
 VARIANT = Map(keys={
     "build": Key(Map(keys={"depends": Key(DEPENDS), "configure": Key(List(Str()))})),
     "cuda": Key(Str(re.compile(r"^\s*(>=|<=|==|>|<)?\s*[0-9]+(\.[0-9]+)*"
@@ -331,6 +347,7 @@ RECIPE = Map(keys={
                             "a .patch file, relative to the recipe")),
                    doc="applied in order on top of the upstream source"),
     "smoke": Key(List(SMOKE_STEP)),
+    "pipeline": Key(PIPELINE, doc="a smoke workflow run in every image on every target"),
     "image": Key(Map(keys={"docs": Key(Bool(), doc="keep documentation, man pages and "
                                                     "translations in the image")})),
     "variants": Key(Dict(Str(re.compile(r"^[a-z][a-z0-9-]*$"), "lower-case, such as gpu"),

@@ -1,0 +1,150 @@
+"""The matrix tester: every pipeline's smoke workflow in every image form on every target.
+
+A cell is (pipeline, image, form, target). Its workflow runs step by step in a
+scratch directory of its own: the data steps make the tiny input, the workflow
+steps run the tools, the assert steps check the result. The first failing step
+ends the cell; a step past its timeout is killed and the cell fails with that
+reason while the other cells go on. Results go to SQLite as cells finish.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from kernbuild.errors import KernError
+from kernbuild.matrix.state import CellResult, MatrixState, StepRecord
+from kernbuild.matrix.targets import (TARGET_NAMES, ApptainerTarget, DockerTarget,
+                                      SifBwrapTarget, Target)
+from kernbuild.recipe.model import Recipe, Suite
+
+
+
+@dataclass(frozen=True)
+class Cell:
+    pipeline: Recipe
+    image: str  # the recipe whose image it is
+    form: str  # docker or sif
+    target: Target
+    ref: str  # what the target runs: a Docker image id or a SIF path
+    digest: str  # the image's identity: Docker image id or SIF sha256
+
+    @property
+    def key(self) -> str:
+        parts = (self.pipeline.pipeline.digest(), self.digest, self.target.name)
+        return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+    def result(self, status: str, reason: str = "", seconds: float = 0.0,
+               steps: list[StepRecord] | None = None) -> CellResult:
+        return CellResult(self.key, self.pipeline.name, self.image, self.form,
+                          self.target.name, status, reason, seconds, steps or [])
+
+
+def run_cell(cell: Cell, scratch_root: Path) -> CellResult:
+    """Run one cell's workflow in a fresh scratch directory."""
+    reason = cell.target.unavailable()
+    if reason:
+        return cell.result("skip", reason)
+    scratch_root.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f"{cell.pipeline.name}-", dir=scratch_root))
+    scratch.chmod(0o777)  # the workflow may run as another user inside the image
+    started = time.monotonic()
+    steps: list[StepRecord] = []
+    try:
+        for phase, step in cell.pipeline.pipeline.all_steps:
+            record = cell.target.run(cell.ref, step.run, scratch, step.timeout)
+            record.phase, record.name = phase, step.name
+            steps.append(record)
+            if record.timed_out:
+                return cell.result("fail", f"{phase} {step.name} timed out after "
+                                   f"{step.timeout} s", time.monotonic() - started, steps)
+            if record.exit_code != 0:
+                what = "assertion" if phase == "assert" else phase
+                return cell.result("fail", f"{what} {step.name} failed (exit "
+                                   f"{record.exit_code})", time.monotonic() - started, steps)
+        return cell.result("pass", "", time.monotonic() - started, steps)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def run_matrix(workspace, suite: Suite, *, pipelines: list[str] | None = None,
+               images: list[str] | None = None, targets: list[str] | None = None,
+               jobs: int = 1, resume: bool = False,
+               report: Callable[[CellResult | Cell, str], None] = lambda *_: None,
+               say=lambda _: None) -> list[CellResult]:
+    """Plan the matrix, make its images, run its cells ``jobs`` at a time."""
+    from kernbuild import engine
+    from kernbuild.images import build_images
+    from kernbuild.images.sif import unpack_sif
+
+    chosen = [suite.get(name) for name in pipelines] if pipelines else suite.pipelines
+    for recipe in chosen:
+        if recipe.pipeline is None:
+            raise KernError(f"{recipe.name} has no pipeline section",
+                            "pipelines: " + ", ".join(r.name for r in suite.pipelines))
+    for name in targets or ():
+        if name not in TARGET_NAMES:
+            raise KernError(f"unknown target {name!r}", f"use one of {', '.join(TARGET_NAMES)}")
+    wanted_targets = [t for t in (DockerTarget(engine.connect), ApptainerTarget(),
+                                  SifBwrapTarget(None)) if not targets or t.name in targets]
+    image_names = sorted({i for r in chosen for i in r.pipeline.images
+                          if not images or i in images})
+    forms = tuple(sorted({t.form for t in wanted_targets}))
+    say(f"images: {', '.join(image_names)} as {' and '.join(forms)}")
+    entries = {e["recipe"]: e for e in build_images(
+        workspace, suite, image_names, formats=forms, say=say,
+        report=lambda recipe, state, detail: say(f"{recipe}: {detail}"))}
+
+    rootfs: dict[str, Path] = {}
+    lock = threading.Lock()
+
+    def rootfs_of(sif_path: str) -> Path:
+        with lock:  # unpack each SIF once, whichever cell asks first
+            if sif_path not in rootfs:
+                digest = next(e["sif"]["sha256"] for e in entries.values()
+                              if e.get("sif", {}).get("path") == sif_path)
+                where = workspace.state / "matrix" / "rootfs" / digest
+                if not where.exists():
+                    unpack_sif(Path(sif_path), where)
+                rootfs[sif_path] = where
+            return rootfs[sif_path]
+
+    for target in wanted_targets:
+        if isinstance(target, SifBwrapTarget):
+            target.rootfs_of = rootfs_of
+    cells = []
+    for recipe in chosen:
+        for image in recipe.pipeline.images:
+            if image not in entries:
+                continue
+            entry = entries[image]
+            for target in wanted_targets:
+                if target.form == "docker":
+                    cells.append(Cell(recipe, image, "docker", target, entry["image"],
+                                      entry["image"]))
+                else:
+                    cells.append(Cell(recipe, image, "sif", target, entry["sif"]["path"],
+                                      entry["sif"]["sha256"]))
+    state = MatrixState(workspace.state / "matrix" / "results.sqlite")
+    scratch = workspace.state / "matrix" / "scratch"
+
+    def run(cell: Cell) -> CellResult:
+        stored = state.passed(cell.key) if resume else None
+        if stored is not None:
+            report(stored, "resumed")
+            return stored
+        report(cell, "running")
+        result = run_cell(cell, scratch)
+        state.record(result)
+        report(result, result.status)
+        return result
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return list(pool.map(run, cells))

@@ -1,0 +1,114 @@
+"""Targets: where a matrix cell's workflow steps run.
+
+Each target takes one image form (a Docker image or a SIF) and runs one step at
+a time, with the cell's scratch directory as the working directory, killing a
+step that outlives its timeout. A target that cannot run here says why, and its
+cells are reported as skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import ClassVar
+
+from kernbuild.matrix.state import StepRecord
+
+SCRATCH = "/scratch"  # where a Docker target binds the cell's scratch directory
+
+
+class Target:
+    name: ClassVar[str]
+    form: ClassVar[str]  # the image form it runs: docker or sif
+
+    def unavailable(self) -> str:
+        """Why this target cannot run here, or "" if it can."""
+        return ""
+
+    def run(self, image: str, command: str, scratch: Path, timeout: int) -> StepRecord:
+        raise NotImplementedError
+
+
+class DockerTarget(Target):
+    """The Docker engine: a fresh container per step, the scratch directory bound in."""
+
+    name, form = "docker", "docker"
+
+    def __init__(self, connect) -> None:
+        self.connect = connect
+
+    def run(self, image: str, command: str, scratch: Path, timeout: int) -> StepRecord:
+        from requests.exceptions import ConnectionError as Unanswered, ReadTimeout
+
+        client = self.connect()
+        started = time.monotonic()
+        container = client.containers.run(
+            image, ["sh", "-c", command], detach=True, working_dir=SCRATCH,
+            volumes={str(scratch): {"bind": SCRATCH, "mode": "rw"}},
+            labels={"kernbuild": "matrix"})
+        timed_out = False
+        try:
+            try:
+                code = container.wait(timeout=timeout)["StatusCode"]
+            except (ReadTimeout, Unanswered):
+                timed_out, code = True, 124
+                container.kill()
+            output = container.logs().decode("utf-8", "replace")
+        finally:
+            container.remove(force=True)
+        return StepRecord("", "", code, time.monotonic() - started, output, timed_out)
+
+
+class SifBwrapTarget(Target):
+    """A stand-in for apptainer where none is installed: the SIF's own root filesystem
+    (unpacked from it) under bubblewrap, with the binds apptainer makes (home, the
+    working directory, /tmp) and apptainer's own action scripts."""
+
+    name, form = "sif-bwrap", "sif"
+
+    def __init__(self, rootfs_of) -> None:
+        self.rootfs_of = rootfs_of  # SIF path -> its unpacked root filesystem
+
+    def unavailable(self) -> str:
+        return "" if shutil.which("bwrap") else "bubblewrap is not installed (apt-get install bubblewrap)"
+
+    def run(self, image: str, command: str, scratch: Path, timeout: int) -> StepRecord:
+        from kernbuild.images.sif import run_in_rootfs
+
+        started = time.monotonic()
+        code, output = run_in_rootfs(self.rootfs_of(image), command, cwd=str(scratch),
+                                     timeout=timeout)
+        return StepRecord("", "", code, time.monotonic() - started, output, code == 124)
+
+
+class ApptainerTarget(Target):
+    """apptainer (or singularity) exec of the SIF, where one is installed."""
+
+    name, form = "apptainer", "sif"
+
+    @staticmethod
+    def program() -> str | None:
+        return shutil.which("apptainer") or shutil.which("singularity")
+
+    def unavailable(self) -> str:
+        return "" if self.program() else (
+            "neither apptainer nor singularity is installed; sif-bwrap runs the SIF's root "
+            "filesystem instead")
+
+    def run(self, image: str, command: str, scratch: Path, timeout: int) -> StepRecord:
+        started = time.monotonic()
+        try:
+            done = subprocess.run([self.program(), "exec", "--bind", str(scratch), "--pwd",
+                                   str(scratch), image, "sh", "-c", command],
+                                  capture_output=True, text=True, timeout=timeout)
+            code, output, timed_out = done.returncode, done.stdout + done.stderr, False
+        except subprocess.TimeoutExpired as exc:
+            code, timed_out = 124, True
+            output = (exc.stdout or b"").decode("utf-8", "replace") if isinstance(
+                exc.stdout, bytes) else (exc.stdout or "")
+        return StepRecord("", "", code, time.monotonic() - started, output, timed_out)
+
+
+TARGET_NAMES = ("docker", "apptainer", "sif-bwrap")
