@@ -80,3 +80,12 @@ def make_suite(tmp: Path) -> Suite:
 def suite(docker_engine, tmp_path_factory) -> Suite:
     """The suite in a fresh state directory, shared by one test module."""
     return make_suite(tmp_path_factory.mktemp("suite"))
+
+
+def copy_of(suite: Suite, tmp_path: Path) -> Suite:
+    """An independent copy of a built suite: recipes, caches, builds and repository."""
+    other = Suite(tmp_path / "recipes", tmp_path / "state")
+    shutil.copytree(suite.recipes, other.recipes)
+    shutil.copytree(suite.state, other.state, symlinks=True,
+                    ignore=shutil.ignore_patterns("S.gpg-agent*"))  # agent sockets
+    return other

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 import textwrap
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 
 import kernbuild
 
-from tests.integration.conftest import Suite
+from tests.integration.conftest import Suite, copy_of
 
 pytestmark = pytest.mark.docker
 
@@ -20,15 +19,6 @@ pytestmark = pytest.mark.docker
 def built(suite: Suite) -> dict[str, dict]:
     """katpoint and what it needs (future, katversion), two builds at a time."""
     return suite.package("katpoint", "--jobs", "2")
-
-
-def copy_of(suite: Suite, tmp_path: Path) -> Suite:
-    """An independent copy of a built suite: recipes, caches, builds and repository."""
-    other = Suite(tmp_path / "recipes", tmp_path / "state")
-    shutil.copytree(suite.recipes, other.recipes)
-    shutil.copytree(suite.state, other.state, symlinks=True,
-                    ignore=shutil.ignore_patterns("S.gpg-agent*"))  # agent sockets
-    return other
 
 
 def install(docker_engine, suite: Suite, *packages: str) -> tuple[int, str]:
