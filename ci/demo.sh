@@ -2,7 +2,8 @@
 # Set up a fresh Debian 12 host (root) and run kernbuild's main job on the suite:
 # build katpoint (and the recipes it needs) into .debs in clean containers, publish
 # them to the signed apt repository, install katpoint from it in a clean container
-# and smoke-test it, then make its Docker image and SIF and smoke-test inside both.
+# and smoke-test it, then make its Docker image and SIF and smoke-test inside both,
+# then run its pipeline in both forms on every target and write the HTML report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup-host.sh
@@ -13,3 +14,4 @@ set -x
 .venv/bin/kernbuild repo list
 .venv/bin/kernbuild smoke katpoint
 .venv/bin/kernbuild image katpoint --format docker --format sif
+.venv/bin/kernbuild test --pipeline katpoint --html .kernbuild/report   # open .kernbuild/report/index.html
