@@ -100,7 +100,8 @@ def run_matrix(workspace, suite: Suite, *, pipelines: list[str] | None = None,
     say(f"images: {', '.join(image_names)} as {' and '.join(forms)}")
     entries = {e["recipe"]: e for e in build_images(
         workspace, suite, image_names, formats=forms, say=say,
-        report=lambda recipe, state, detail: say(f"{recipe}: {detail}"))}
+        report=lambda recipe, state, detail: say(f"{recipe}: {detail}") if state == "image"
+        else None)}
 
     rootfs: dict[str, Path] = {}
     lock = threading.Lock()
