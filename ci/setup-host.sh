@@ -22,6 +22,7 @@ PACKAGES=(
   make             # the unit tests run rendered debian/rules through make
   squashfs-tools siftool  # SIF images without apptainer: mksquashfs, siftool
   bubblewrap       # runs commands in unpacked SIF root filesystems, as apptainer would
+  runc             # udocker runs images in mode R1 with it (docker.io brings it too)
 )
 
 missing=()

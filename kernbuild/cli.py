@@ -8,6 +8,7 @@ printed as one message with a hint and exit status 1; listing commands take
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import threading
 from pathlib import Path
@@ -366,9 +367,14 @@ def matrix_test(ctx: typer.Context,
                 image_name: list[str] = typer.Option([], "--image", "-i",
                                                      help="Only this image (repeatable)."),
                 target: list[str] = typer.Option([], "--target", "-t",
-                                                 help="docker, apptainer or sif-bwrap "
-                                                      "(repeatable)."),
+                                                 help="docker, udocker, apptainer, sif-bwrap "
+                                                      "or native (repeatable)."),
                 jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Cells at once."),
+                executor: str = typer.Option("local", "--executor",
+                                             help="local, or slurm: each cell a Slurm job."),
+                slurm_args: str = typer.Option("", "--slurm-args",
+                                               help="Extra sbatch arguments, such as "
+                                                    "'--partition=debug --time=10'."),
                 resume: bool = typer.Option(False, "--resume",
                                             help="Rerun only cells that failed, never ran, or "
                                                  "whose inputs changed."),
@@ -404,7 +410,9 @@ def matrix_test(ctx: typer.Context,
                 live.update(table())
 
         results = run_matrix(ws, suite, pipelines=pipeline or None, images=image_name or None,
-                             targets=target or None, jobs=jobs, resume=resume, report=report,
+                             targets=target or None, jobs=jobs, resume=resume,
+                             executor=executor, slurm_args=shlex.split(slurm_args),
+                             report=report,
                              say=lambda text: live.console.print(text, markup=False,
                                                                  highlight=False))
     if junit:

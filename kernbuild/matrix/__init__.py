@@ -74,12 +74,26 @@ def run_cell(cell: Cell, scratch_root: Path) -> CellResult:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def all_targets(workspace, suite: Suite, connect) -> list[Target]:
+    """Every target, in the order the grid shows them."""
+    from kernbuild.matrix.targets.native import NativeTarget
+    from kernbuild.matrix.targets.udocker import UdockerTarget
+
+    matrix = workspace.state / "matrix"
+    return [DockerTarget(connect), UdockerTarget(connect, matrix / "udocker"),
+            ApptainerTarget(), SifBwrapTarget(None),
+            NativeTarget(workspace.repo, suite.settings.repo_distribution,
+                         suite.settings.distribution, suite.settings.mirror, matrix / "native")]
+
+
 def run_matrix(workspace, suite: Suite, *, pipelines: list[str] | None = None,
                images: list[str] | None = None, targets: list[str] | None = None,
-               jobs: int = 1, resume: bool = False,
+               jobs: int = 1, resume: bool = False, executor: str = "local",
+               slurm_args: list[str] | None = None,
                report: Callable[[CellResult | Cell, str], None] = lambda *_: None,
                say=lambda _: None) -> list[CellResult]:
-    """Plan the matrix, make its images, run its cells ``jobs`` at a time."""
+    """Plan the matrix, make its images, run its cells ``jobs`` at a time, here
+    (``executor="local"``) or each as a Slurm job (``"slurm"``)."""
     from kernbuild import engine
     from kernbuild.images import build_images
     from kernbuild.images.sif import unpack_sif
@@ -92,11 +106,23 @@ def run_matrix(workspace, suite: Suite, *, pipelines: list[str] | None = None,
     for name in targets or ():
         if name not in TARGET_NAMES:
             raise KernError(f"unknown target {name!r}", f"use one of {', '.join(TARGET_NAMES)}")
-    wanted_targets = [t for t in (DockerTarget(engine.connect), ApptainerTarget(),
-                                  SifBwrapTarget(None)) if not targets or t.name in targets]
+    if executor not in ("local", "slurm"):
+        raise KernError(f"unknown executor {executor!r}", "use local or slurm")
+    slurm = None
+    if executor == "slurm":
+        from kernbuild.matrix.slurm import SlurmExecutor
+
+        slurm = SlurmExecutor(workspace.state / "matrix" / "slurm", slurm_args or [])
+        reason = slurm.unavailable()
+        if reason:
+            raise KernError(f"the Slurm executor cannot run: {reason}",
+                            "start a cluster (bash ci/setup-slurm.sh) or use --executor local")
+    wanted_targets = [t for t in all_targets(workspace, suite, engine.connect)
+                      if not targets or t.name in targets]
     image_names = sorted({i for r in chosen for i in r.pipeline.images
                           if not images or i in images})
-    forms = tuple(sorted({t.form for t in wanted_targets}))
+    # Every form comes from the Docker image; "packages" needs only what it was built from.
+    forms = tuple(sorted({"docker"} | {t.form for t in wanted_targets} - {"packages"}))
     say(f"images: {', '.join(image_names)} as {' and '.join(forms)}")
     entries = {e["recipe"]: e for e in build_images(
         workspace, suite, image_names, formats=forms, say=say,
@@ -126,13 +152,14 @@ def run_matrix(workspace, suite: Suite, *, pipelines: list[str] | None = None,
             if image not in entries:
                 continue
             entry = entries[image]
+            pins = " ".join(f"{p}={v}" for p, v in sorted(entry["packages"].items()))
+            refs = {"docker": (entry["image"], entry["image"]),
+                    "sif": (entry.get("sif", {}).get("path"), entry.get("sif", {}).get("sha256")),
+                    # exact versions name exact bytes: the repository never changes them
+                    "packages": (pins, hashlib.sha256(pins.encode()).hexdigest())}
             for target in wanted_targets:
-                if target.form == "docker":
-                    cells.append(Cell(recipe, image, "docker", target, entry["image"],
-                                      entry["image"]))
-                else:
-                    cells.append(Cell(recipe, image, "sif", target, entry["sif"]["path"],
-                                      entry["sif"]["sha256"]))
+                ref, digest = refs[target.form]
+                cells.append(Cell(recipe, image, target.form, target, ref, digest))
     state = MatrixState(workspace.state / "matrix" / "results.sqlite")
     scratch = workspace.state / "matrix" / "scratch"
 
@@ -142,7 +169,10 @@ def run_matrix(workspace, suite: Suite, *, pipelines: list[str] | None = None,
             report(stored, "resumed")
             return stored
         report(cell, "running")
-        result = run_cell(cell, scratch)
+        if slurm is not None and not cell.target.unavailable():
+            result = slurm.run(cell, workspace.recipes, workspace.state)
+        else:
+            result = run_cell(cell, scratch)
         state.record(result)
         report(result, result.status)
         return result

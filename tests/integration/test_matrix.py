@@ -22,8 +22,8 @@ pytestmark = pytest.mark.docker
 @pytest.fixture(scope="module")
 def first_run(suite: Suite, tmp_path_factory) -> tuple[list[dict], object]:
     reports = tmp_path_factory.mktemp("reports")
-    result = suite.run("test", "--jobs", "2", "--json", "--junit", str(reports / "junit.xml"),
-                       "--html", str(reports / "html"))
+    result = suite.run("test", "--pipeline", "wcs-roundtrip", "--jobs", "2", "--json",
+                       "--junit", str(reports / "junit.xml"), "--html", str(reports / "html"))
     return json.loads(result.stdout), reports
 
 
@@ -36,8 +36,10 @@ def test_every_pipeline_in_every_image_form_on_every_target(first_run):
     expected = {}
     for image in ("wcs-roundtrip", "wcslib"):
         expected[("wcs-roundtrip", image, "docker", "docker")] = "pass"
+        expected[("wcs-roundtrip", image, "docker", "udocker")] = "pass"
         expected[("wcs-roundtrip", image, "sif", "sif-bwrap")] = "pass"
         expected[("wcs-roundtrip", image, "sif", "apptainer")] = "skip"
+        expected[("wcs-roundtrip", image, "packages", "native")] = "pass"
     assert statuses(cells) == expected
     skipped = [c for c in cells if c["status"] == "skip"]
     assert all("apptainer" in c["reason"] and "sif-bwrap" in c["reason"] for c in skipped)
@@ -53,9 +55,9 @@ def test_reports_junit_and_html(first_run):
     _, reports = first_run
     suite_xml = ElementTree.parse(reports / "junit.xml").getroot().find("testsuite")
     assert (suite_xml.get("tests"), suite_xml.get("failures"), suite_xml.get("skipped")) == (
-        "6", "0", "2")
+        "10", "0", "2")
     page = (reports / "html/index.html").read_text()
-    assert page.count('class="pass"') == 4 and page.count('class="skip"') == 2
+    assert page.count('class="pass"') == 8 and page.count('class="skip"') == 2
     log = reports / "html/logs/wcs-roundtrip-wcslib-sif-sif-bwrap.log"
     assert 'href="logs/wcs-roundtrip-wcslib-sif-sif-bwrap.log"' in page
     assert "assert back-to-the-same-pixel: exit 0" in log.read_text()
@@ -94,8 +96,9 @@ def test_a_failing_assertion_and_a_hung_step_are_red_with_their_logs(suite, firs
     (broken.recipes / "hangs.yaml").write_text(BROKEN.format(
         name="hangs", step="sleep 60", check="test -d ."))
     html = tmp_path / "html"
-    result = broken.run("test", "--target", "docker", "--target", "sif-bwrap", "--json",
-                        "--html", str(html), check=False)
+    result = broken.run("test", "--pipeline", "wcs-roundtrip", "--pipeline", "wrong-answer",
+                        "--pipeline", "hangs", "--target", "docker", "--target", "sif-bwrap",
+                        "--json", "--html", str(html), check=False)
     assert result.returncode == 1
     cells = {(c["pipeline"], c["target"]): c for c in json.loads(result.stdout)}
     for target in ("docker", "sif-bwrap"):
@@ -120,7 +123,8 @@ def test_sigkill_mid_run_then_resume_reruns_nothing_that_passed(suite, first_run
                                                  "    - name: think\n      run: sleep 4\n", 1))
     database = slow.state / "matrix/results.sqlite"
     command = [sys.executable, "-m", "kernbuild.cli", "--recipes", str(slow.recipes), "--state",
-               str(slow.state), "test", "--target", "docker", "--target", "sif-bwrap"]
+               str(slow.state), "test", "--pipeline", "wcs-roundtrip", "--target", "docker",
+               "--target", "sif-bwrap"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     passed: list[str] = []
@@ -138,8 +142,8 @@ def test_sigkill_mid_run_then_resume_reruns_nothing_that_passed(suite, first_run
         ["docker", "ps", "-aq", "--filter", "label=kernbuild=matrix"],
         capture_output=True, text=True).stdout.split()], capture_output=True)
 
-    cells = json.loads(slow.run("test", "--target", "docker", "--target", "sif-bwrap",
-                                "--resume", "--json").stdout)
+    cells = json.loads(slow.run("test", "--pipeline", "wcs-roundtrip", "--target", "docker",
+                                "--target", "sif-bwrap", "--resume", "--json").stdout)
     assert {c["status"] for c in cells} == {"pass"}
     resumed = {c["key"] for c in cells if c["resumed"]}
     assert set(passed) <= resumed  # what had passed before the kill was not run again

@@ -21,7 +21,7 @@ SCRATCH = "/scratch"  # where a Docker target binds the cell's scratch directory
 
 class Target:
     name: ClassVar[str]
-    form: ClassVar[str]  # the image form it runs: docker or sif
+    form: ClassVar[str]  # what it runs: docker (image id), sif (a SIF) or packages (pins)
 
     def unavailable(self) -> str:
         """Why this target cannot run here, or "" if it can."""
@@ -111,4 +111,4 @@ class ApptainerTarget(Target):
         return StepRecord("", "", code, time.monotonic() - started, output, timed_out)
 
 
-TARGET_NAMES = ("docker", "apptainer", "sif-bwrap")
+TARGET_NAMES = ("docker", "udocker", "apptainer", "sif-bwrap", "native")
