@@ -83,9 +83,16 @@ def suite(docker_engine, tmp_path_factory) -> Suite:
 
 
 def copy_of(suite: Suite, tmp_path: Path) -> Suite:
-    """An independent copy of a built suite: recipes, caches, builds and repository."""
+    """An independent copy of a built suite: recipes, source cache, builds, repository, key.
+
+    Not the image and matrix caches: they are large, and a native target's chroot holds
+    device nodes (its /dev/zero) that a file copy would read forever.
+    """
     other = Suite(tmp_path / "recipes", tmp_path / "state")
     shutil.copytree(suite.recipes, other.recipes)
-    shutil.copytree(suite.state, other.state, symlinks=True,
-                    ignore=shutil.ignore_patterns("S.gpg-agent*"))  # agent sockets
+    other.state.mkdir()
+    for part in ("sources", "builds", "repo", "gnupg"):
+        if (suite.state / part).exists():
+            shutil.copytree(suite.state / part, other.state / part, symlinks=True,
+                            ignore=shutil.ignore_patterns("S.gpg-agent*"))  # agent sockets
     return other

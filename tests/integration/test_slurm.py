@@ -1,0 +1,118 @@
+"""The Slurm executor on a real one-node cluster: matrix cells as batch jobs.
+
+Skips without a Slurm controller that answers (``sinfo``), except where
+KERNBUILD_REQUIRE_SLURM=1: there a missing cluster is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kernbuild.matrix import Cell
+from kernbuild.matrix.slurm import SlurmExecutor
+from kernbuild.matrix.targets import DockerTarget, SifBwrapTarget
+from kernbuild.recipe import load_suite
+from tests.integration.conftest import Suite
+
+pytestmark = [pytest.mark.slurm, pytest.mark.docker]
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster() -> None:
+    problem = SlurmExecutor(Path("/nonexistent")).unavailable()
+    if problem:
+        if os.environ.get("KERNBUILD_REQUIRE_SLURM") == "1":
+            pytest.fail(f"KERNBUILD_REQUIRE_SLURM=1 but: {problem}")
+        pytest.skip(f"no Slurm cluster: {problem}")
+
+
+@pytest.fixture(scope="module")
+def images(slurm_cluster, suite: Suite) -> dict[str, dict]:
+    """The wcs-roundtrip pipeline's images, Docker and SIF: recipe -> its entry."""
+    result = suite.run("image", "wcs-roundtrip", "wcslib", "-f", "docker", "-f", "sif",
+                       "--json")
+    return {e["recipe"]: e for e in json.loads(result.stdout)}
+
+
+def cells_of(recipes: Path, entry: dict, pipeline: str = "wcs-roundtrip") -> list[Cell]:
+    recipe = load_suite(recipes).get(pipeline)
+    from kernbuild import engine
+
+    return [Cell(recipe, entry["recipe"], "docker", DockerTarget(engine.connect),
+                 entry["image"], entry["image"]),
+            Cell(recipe, entry["recipe"], "sif", SifBwrapTarget(None), entry["sif"]["path"],
+                 entry["sif"]["sha256"])]
+
+
+def test_cells_pass_as_slurm_jobs_on_docker_and_sif_bwrap(suite, images, tmp_path):
+    executor = SlurmExecutor(tmp_path / "slurm", poll=0.5)
+    cells = cells_of(suite.recipes, images["wcslib"])
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=2) as pool:  # the matrix calls it from threads
+        results = list(pool.map(lambda c: executor.run(c, suite.recipes, suite.state), cells))
+    seconds = time.monotonic() - started
+    for cell, result in zip(cells, results):
+        assert (result.status, result.reason) == ("pass", ""), result.log
+        assert (result.key, result.target, result.form) == (cell.key, cell.target.name,
+                                                            cell.form)
+        assert [s.name for s in result.steps[:-1]] == [
+            "make-header", "pixel-to-sky", "sky-to-pixel", "sky-position-as-projected",
+            "back-to-the-same-pixel"]
+        assert "RA 187.491995 (want 187.491995)" in result.steps[3].output
+        assert result.steps[-1].phase == "slurm" and "pass" in result.steps[-1].output
+    print(f"two cells through Slurm in {seconds:.1f} s")
+    # each job ran in a directory of its own under the cell's key
+    assert {p.name for p in (tmp_path / "slurm").iterdir()} == {c.key for c in cells}
+    # the SIF was unpacked on the node, into the state directory, under its digest
+    assert (suite.state / "matrix" / "rootfs" / images["wcslib"]["sif"]["sha256"]).is_dir()
+
+
+def test_a_job_past_its_slurm_time_limit_fails_with_timeout(suite, images, tmp_path,
+                                                            docker_engine):
+    # a copy of the recipes whose workflow sleeps for two minutes
+    recipes = tmp_path / "recipes"
+    shutil.copytree(suite.recipes, recipes)
+    path = recipes / "wcs-roundtrip.yaml"
+    raw = yaml.safe_load(path.read_text())
+    raw["pipeline"]["steps"] = [{"name": "sleep", "run": "sleep 120", "timeout": 300}]
+    path.write_text(yaml.safe_dump(raw))
+    cell = cells_of(recipes, images["wcslib"])[0]  # docker: the container outlives no job
+
+    executor = SlurmExecutor(tmp_path / "slurm", ["--time=0:05"], poll=0.5)
+    started = time.monotonic()
+    result = executor.run(cell, recipes, suite.state)
+    seconds = time.monotonic() - started
+    print(f"TIMEOUT after {seconds:.1f} s")
+    assert result.status == "fail", result.log
+    assert "TIMEOUT" in result.reason and "Slurm job" in result.reason
+    assert result.steps[-1].phase == "slurm" and result.steps[-1].timed_out
+    assert seconds < 120  # Slurm ended it, not the sleep
+    # SIGTERM let the worker remove its container: nothing sleeps on
+    leftover = [c for c in docker_engine.containers.list(filters={"label": "kernbuild=matrix"})
+                if c.attrs["Config"]["Cmd"] == ["sh", "-c", "sleep 120"]]
+    assert leftover == []
+
+
+def test_a_job_over_its_memory_limit_fails_naming_it(suite, images, tmp_path):
+    recipes = tmp_path / "recipes"
+    shutil.copytree(suite.recipes, recipes)
+    path = recipes / "wcs-roundtrip.yaml"
+    raw = yaml.safe_load(path.read_text())
+    # the shell holds 600 MiB in a variable, for longer than Slurm's 5 s sampling
+    raw["pipeline"]["steps"] = [{"name": "hog",
+                                 "run": "x=$(head -c 600M /dev/zero | tr '\\0' a); sleep 20"}]
+    path.write_text(yaml.safe_dump(raw))
+    cell = cells_of(recipes, images["wcslib"])[1]  # sif-bwrap: the step is in the job
+
+    result = SlurmExecutor(tmp_path / "slurm", ["--mem=250M"], poll=0.5).run(
+        cell, recipes, suite.state)
+    assert result.status == "fail", result.log
+    assert "OUT_OF_MEMORY" in result.reason and "Slurm job" in result.reason, result.log

@@ -1,0 +1,185 @@
+"""The Slurm executor without Slurm: state mapping, spec and result JSON, the worker."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import stat
+from pathlib import Path
+
+import pytest
+
+from kernbuild.matrix import Cell, slurm
+from kernbuild.matrix.slurm import (
+    SlurmExecutor,
+    cell_from_spec,
+    cell_spec,
+    parse_fields,
+    result_from_json,
+    result_of_job,
+    result_to_json,
+)
+from kernbuild.matrix.state import StepRecord
+from kernbuild.matrix.targets import Target
+from kernbuild.recipe import load_suite
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class EchoTarget(Target):
+    name, form = "echo", "docker"
+
+    def run(self, image, command, scratch, timeout):
+        return StepRecord("", "", 0, 0.0, f"ran {command[:10]}")
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    return load_suite(ROOT / "recipes").get("wcs-roundtrip")
+
+
+@pytest.fixture
+def cell(pipeline) -> Cell:
+    return Cell(pipeline, "wcslib", "docker", EchoTarget(), "sha256:abc", "sha256:abc")
+
+
+@pytest.mark.parametrize("state", ["TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "CANCELLED",
+                                   "CANCELLED by 0", "FAILED", "PREEMPTED", "UNKNOWN"])
+def test_any_state_but_completed_fails_naming_the_state_even_with_exit_0(cell, tmp_path,
+                                                                         state):
+    # a result file left by the worker is not taken at its word either
+    (tmp_path / "result.json").write_text(json.dumps(result_to_json(cell.result("pass"))))
+    result = result_of_job(cell, "42", state, "0:0", tmp_path / "result.json",
+                           "slurmstepd: error: *** JOB 42 ...", 12.0)
+    assert result.status == "fail"
+    assert state.split()[0] in result.reason and "42" in result.reason
+    assert (result.pipeline, result.image, result.target, result.key) == (
+        "wcs-roundtrip", "wcslib", "echo", cell.key)
+    assert result.steps[-1].phase == "slurm"
+    assert "JOB 42" in result.steps[-1].output
+    assert result.steps[-1].timed_out == (state == "TIMEOUT")
+    assert "slurm job 42" in result.log
+
+
+def test_a_job_killed_for_its_memory_says_so(cell, tmp_path):
+    log = ("slurmstepd-vm: error: StepId=11.batch exceeded memory limit (644579328 > "
+           "104857600), being killed\nslurmstepd-vm: error: Exceeded job memory limit\n")
+    result = result_of_job(cell, "11", "FAILED", "0:9", tmp_path / "result.json", log, 8.0)
+    assert result.status == "fail"
+    assert result.reason == ("Slurm job 11 ended FAILED (exit code 0:9): OUT_OF_MEMORY, "
+                             "it exceeded its memory limit (--mem)")
+
+
+def test_completed_reads_the_result_file_and_attaches_slurm_out(cell, tmp_path):
+    stored = cell.result("fail", "assertion x failed (exit 1)", 3.5,
+                         [StepRecord("assert", "x", 1, 0.5, "nope")])
+    (tmp_path / "result.json").write_text(json.dumps(result_to_json(stored)))
+    result = result_of_job(cell, "7", "COMPLETED", "0:0", tmp_path / "result.json",
+                           "kernbuild: done\n", 4.0)
+    assert (result.status, result.reason) == ("fail", "assertion x failed (exit 1)")
+    assert [(s.phase, s.name) for s in result.steps] == [("assert", "x"), ("slurm", "job 7")]
+    assert result.steps[1].output == "kernbuild: done\n"
+
+
+def test_completed_without_a_result_file_fails(cell, tmp_path):
+    result = result_of_job(cell, "8", "COMPLETED", "0:0", tmp_path / "missing.json", "", 1.0)
+    assert result.status == "fail"
+    assert "COMPLETED" in result.reason and "no result file" in result.reason
+
+
+def test_result_json_round_trip(cell):
+    original = cell.result("pass", "", 1.25, [StepRecord("data", "make", 0, 0.1, "out"),
+                                              StepRecord("step", "run", 124, 9.0, "", True)])
+    again = result_from_json(json.loads(json.dumps(result_to_json(original))))
+    assert again == original
+    assert isinstance(again.steps[1], StepRecord) and again.steps[1].timed_out
+
+
+def test_spec_round_trip_rebuilds_the_cell(pipeline, tmp_path):
+    from kernbuild.matrix.targets import DockerTarget, SifBwrapTarget
+
+    for target_name, form, kind in (("docker", "docker", DockerTarget),
+                                    ("sif-bwrap", "sif", SifBwrapTarget)):
+        target = kind(None)
+        original = Cell(pipeline, "wcslib", form, target, "/x/wcslib.sif", "d" * 64)
+        spec = json.loads(json.dumps(cell_spec(original, ROOT / "recipes", tmp_path)))
+        assert spec == {"recipes": str((ROOT / "recipes").resolve()),
+                        "state": str(tmp_path.resolve()), "pipeline": "wcs-roundtrip",
+                        "image": "wcslib", "form": form, "target": target_name,
+                        "ref": "/x/wcslib.sif", "digest": "d" * 64}
+        again = cell_from_spec(spec)
+        assert isinstance(again.target, kind)
+        assert again.key == original.key  # same pipeline, image and target: same cell
+    # the sif-bwrap target unpacks into state/matrix/rootfs/<digest>, once
+    where = tmp_path / "matrix" / "rootfs" / ("d" * 64)
+    where.mkdir(parents=True)
+    assert again.target.rootfs_of("/x/wcslib.sif") == where
+
+
+def test_worker_runs_the_cell_and_writes_its_result(cell, tmp_path, monkeypatch):
+    monkeypatch.setattr(slurm, "make_target", lambda *a: EchoTarget())
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(cell_spec(cell, ROOT / "recipes", tmp_path / "state")))
+    assert slurm.main(["run-cell", str(spec), str(tmp_path / "out" / "result.json")]) == 0
+    result = result_from_json(json.loads((tmp_path / "out" / "result.json").read_text()))
+    assert (result.status, result.key) == ("pass", cell.key)
+    assert [s.name for s in result.steps][:2] == ["make-header", "pixel-to-sky"]
+    assert list((tmp_path / "out").iterdir()) == [tmp_path / "out" / "result.json"]
+
+
+def test_parse_scontrol_fields():
+    line = ("JobId=5 JobName=kern-x UserId=root(0) JobState=TIMEOUT Reason=TimeLimit "
+            "ExitCode=0:0 Command=(null) WorkDir=/tmp")
+    fields = parse_fields(line)
+    assert (fields["JobState"], fields["ExitCode"], fields["Reason"]) == (
+        "TIMEOUT", "0:0", "TimeLimit")
+
+
+def _fake_slurm(bin_dir: Path, sbatch_log: Path, state: str) -> None:
+    """Stub sbatch/squeue/scontrol/sinfo: record sbatch's arguments, report ``state``."""
+    bin_dir.mkdir()
+    scripts = {
+        "sbatch": f'printf "%s\\n" "$@" > {shlex.quote(str(sbatch_log))}; echo "99;cluster"',
+        "squeue": "exit 0",
+        "sinfo": "echo idle",
+        "scontrol": f'echo "JobId=99 JobState={state} Reason=x ExitCode=0:0"',
+        "sacct": "exit 1",
+    }
+    for name, body in scripts.items():
+        path = bin_dir / name
+        path.write_text(f"#!/bin/sh\n{body}\n")
+        path.chmod(path.stat().st_mode | stat.S_IXUSR)
+
+
+def test_executor_submits_and_maps_a_timeout(cell, tmp_path, monkeypatch):
+    log = tmp_path / "sbatch.args"
+    _fake_slurm(tmp_path / "bin", log, "TIMEOUT")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
+    executor = SlurmExecutor(tmp_path / "work", ["--time=0:05", "--partition=main"], poll=0.01)
+    assert executor.unavailable() == ""
+    result = executor.run(cell, ROOT / "recipes", tmp_path / "state")
+    assert result.status == "fail" and "TIMEOUT" in result.reason and "99" in result.reason
+    args = log.read_text().splitlines()
+    assert args[:2] == ["--parsable", "--job-name=kern-wcs-roundtrip"]
+    # the cell's own limit (steps' timeouts + margin, minutes), then the caller's override
+    steps_total = sum(s.timeout for _, s in cell.pipeline.pipeline.all_steps)
+    assert f"--time={-(-(steps_total + slurm.MARGIN_S) // 60)}" in args
+    assert args.index("--time=0:05") > args.index(f"--time={executor.time_limit(cell)}")
+    wrap = shlex.split(args[args.index("--wrap") + 1])
+    assert wrap[1:4] == ["-m", "kernbuild.matrix.slurm", "run-cell"]
+    spec = json.loads(Path(wrap[4]).read_text())
+    assert spec["pipeline"] == "wcs-roundtrip" and spec["target"] == "echo"
+    assert Path(wrap[4]).parent.parent == tmp_path / "work" / cell.key
+
+
+def test_unavailable_names_the_problem_and_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    why = SlurmExecutor(tmp_path).unavailable()
+    assert "sbatch" in why and "ci/setup-slurm.sh" in why
+    bin_dir = tmp_path / "bin"
+    _fake_slurm(bin_dir, tmp_path / "log", "RUNNING")
+    (bin_dir / "sinfo").write_text("#!/bin/sh\necho 'slurm_load_partitions: Unable to "
+                                   "contact slurm controller (connect failure)' >&2\nexit 1\n")
+    monkeypatch.setenv("PATH", str(bin_dir))
+    why = SlurmExecutor(tmp_path).unavailable()
+    assert "Unable to contact slurm controller" in why and "ci/setup-slurm.sh" in why
