@@ -5,8 +5,8 @@
 # Python packages are installed elsewhere.
 set -euo pipefail
 
-log() { printf '[setup-host] %s\n' "$*"; }
-die() { printf '[setup-host] ERROR: %s\n' "$*" >&2; exit 1; }
+NAME=setup-host
+. "$(dirname "$0")/lib.sh"
 
 [ "$(id -u)" -eq 0 ] || die "must run as root"
 
@@ -25,29 +25,7 @@ PACKAGES=(
   runc             # udocker runs images in mode R1 with it (docker.io brings it too)
 )
 
-missing=()
-for p in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' \
-    || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  log "installing: ${missing[*]}"
-  # Without systemd, docker.io's postinst would try /etc/init.d/docker start,
-  # which can fail and abort dpkg. Deny service starts during the install
-  # (unless the host already has a policy) and start dockerd ourselves below.
-  own_policy=false
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-    chmod +x /usr/sbin/policy-rc.d
-    own_policy=true
-    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
-  fi
-  apt-get update -q
-  apt-get install -y -q --no-install-recommends "${missing[@]}"
-  if "$own_policy"; then rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi
-else
-  log "packages already installed"
-fi
+install_missing "${PACKAGES[@]}"
 
 # dockerd needs cgroups; the machine's init mounts them. (Debian's
 # cgroupfs-mount is deliberately not used: removing it unmounts them.)
@@ -66,8 +44,6 @@ if ! iptables -t nat -S >/dev/null 2>&1; then
   fi
 fi
 
-# Alive = exists and is not a zombie (a dead daemon can linger as one).
-alive() { [ -e "/proc/$1" ] && ! grep -qs '^State:[[:space:]]*Z' "/proc/$1/status"; }
 
 # Any `docker` on PATH will do: /usr/local/bin/docker (a newer client) may
 # shadow Debian's /usr/bin/docker; clients negotiate down to the daemon's API.

@@ -5,38 +5,15 @@
 # Idempotent: safe to run again on a host that is already set up.
 set -euo pipefail
 
-log() { printf '[setup-slurm] %s\n' "$*"; }
-die() { printf '[setup-slurm] ERROR: %s\n' "$*" >&2; exit 1; }
+NAME=setup-slurm
+. "$(dirname "$0")/lib.sh"
 
 [ "$(id -u)" -eq 0 ] || die "must run as root"
 export DEBIAN_FRONTEND=noninteractive
 
 PACKAGES=(slurm-wlm munge)
-missing=()
-for p in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' \
-    || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  log "installing: ${missing[*]}"
-  # Without systemd the packages' postinst would try to start the daemons
-  # before any slurm.conf exists; deny service starts, start them below.
-  own_policy=false
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-    chmod +x /usr/sbin/policy-rc.d
-    own_policy=true
-    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
-  fi
-  apt-get update -q
-  apt-get install -y -q --no-install-recommends "${missing[@]}"
-  if "$own_policy"; then rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi
-else
-  log "packages already installed"
-fi
+install_missing "${PACKAGES[@]}"
 
-# Alive = exists and is not a zombie.
-alive() { [ -e "/proc/$1" ] && ! grep -qs '^State:[[:space:]]*Z' "/proc/$1/status"; }
 pidof_() { cat "/run/slurm/$1.pid" 2>/dev/null || true; }
 running() { local pid; pid=$(pidof_ "$1"); [ -n "$pid" ] && alive "$pid" \
   && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$1" ]; }
