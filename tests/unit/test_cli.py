@@ -129,3 +129,14 @@ def test_configured_signing_key_must_be_in_the_gnupg_home(suite_dir):
     assert result.returncode == 1
     assert f"signing key {'AB12' * 10} has no secret key" in result.stderr
     assert "--import" in result.stderr
+
+
+def test_matrix_filters_name_what_exists(suite_dir):
+    for args, message in (((), "the suite has no pipelines"),
+                          (("--pipeline", "aa"), "aa has no pipeline section"),
+                          (("--image", "nosuch"), "no recipe named 'nosuch'"),
+                          (("--target", "podman"), "unknown target 'podman'"),
+                          (("--executor", "pbs"), "unknown executor 'pbs'")):
+        result = kernbuild("test", *args, cwd=suite_dir.parent)
+        assert result.returncode == 1, args
+        assert f"error: {message}" in result.stderr and "Traceback" not in result.stderr
