@@ -98,6 +98,13 @@ def run_matrix(workspace, suite: Suite, *, pipelines: list[str] | None = None,
     from kernbuild.images import build_images
     from kernbuild.images.sif import unpack_sif
 
+    for name in images or ():
+        suite.get(name)  # an unknown image is an error with a suggestion, not an empty matrix
+    for name in targets or ():
+        if name not in TARGET_NAMES:
+            raise KernError(f"unknown target {name!r}", f"use one of {', '.join(TARGET_NAMES)}")
+    if executor not in ("local", "slurm"):
+        raise KernError(f"unknown executor {executor!r}", "use local or slurm")
     chosen = [suite.get(name) for name in pipelines] if pipelines else suite.pipelines
     if not chosen:
         raise KernError("the suite has no pipelines",
@@ -106,13 +113,6 @@ def run_matrix(workspace, suite: Suite, *, pipelines: list[str] | None = None,
         if recipe.pipeline is None:
             raise KernError(f"{recipe.name} has no pipeline section",
                             "pipelines: " + ", ".join(r.name for r in suite.pipelines))
-    for name in images or ():
-        suite.get(name)  # an unknown image is an error with a suggestion, not an empty matrix
-    for name in targets or ():
-        if name not in TARGET_NAMES:
-            raise KernError(f"unknown target {name!r}", f"use one of {', '.join(TARGET_NAMES)}")
-    if executor not in ("local", "slurm"):
-        raise KernError(f"unknown executor {executor!r}", "use local or slurm")
     slurm = None
     if executor == "slurm":
         from kernbuild.matrix.slurm import SlurmExecutor
