@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from typing import Callable
 from kernbuild.errors import KernError
 from kernbuild.matrix.state import CellResult, MatrixState, StepRecord
 from kernbuild.matrix.targets import (TARGET_NAMES, ApptainerTarget, DockerTarget,
-                                      SifBwrapTarget, Target)
+                                      SifBwrapTarget, Target, unpacked_sif)
 from kernbuild.recipe.model import Recipe, Suite
 
 
@@ -96,7 +95,6 @@ def run_matrix(workspace, suite: Suite, *, pipelines: list[str] | None = None,
     (``executor="local"``) or each as a Slurm job (``"slurm"``)."""
     from kernbuild import engine
     from kernbuild.images import build_images
-    from kernbuild.images.sif import unpack_sif
 
     for name in images or ():
         suite.get(name)  # an unknown image is an error with a suggestion, not an empty matrix
@@ -134,23 +132,14 @@ def run_matrix(workspace, suite: Suite, *, pipelines: list[str] | None = None,
         report=lambda recipe, state, detail: say(f"{recipe}: {detail}") if state == "image"
         else None)}
 
-    rootfs: dict[str, Path] = {}
-    lock = threading.Lock()
-
-    def rootfs_of(sif_path: str) -> Path:
-        with lock:  # unpack each SIF once, whichever cell asks first
-            if sif_path not in rootfs:
-                digest = next(e["sif"]["sha256"] for e in entries.values()
-                              if e.get("sif", {}).get("path") == sif_path)
-                where = workspace.state / "matrix" / "rootfs" / digest
-                if not where.exists():
-                    unpack_sif(Path(sif_path), where)
-                rootfs[sif_path] = where
-            return rootfs[sif_path]
-
+    # Each SIF's root filesystem, unpacked before any cell runs (so no cell waits on another).
+    digests = {e["sif"]["path"]: e["sif"]["sha256"] for e in entries.values() if "sif" in e}
+    rootfs_cache = workspace.state / "matrix" / "rootfs"
     for target in wanted_targets:
         if isinstance(target, SifBwrapTarget):
-            target.rootfs_of = rootfs_of
+            for path, digest in digests.items():
+                unpacked_sif(path, digest, rootfs_cache)
+            target.rootfs_of = lambda path: unpacked_sif(path, digests[path], rootfs_cache)
     cells = []
     for recipe in chosen:
         for image in recipe.pipeline.images:

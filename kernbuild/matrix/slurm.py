@@ -82,7 +82,7 @@ def make_target(name: str, suite, recipes: Path, state: Path, digest: str):
     """The target ``name`` from the matrix's own registry, made afresh in this process."""
     from kernbuild import engine
     from kernbuild.matrix import all_targets
-    from kernbuild.matrix.targets import SifBwrapTarget
+    from kernbuild.matrix.targets import SifBwrapTarget, unpacked_sif
     from kernbuild.workspace import Workspace
 
     workspace = Workspace(recipes, state)
@@ -91,19 +91,7 @@ def make_target(name: str, suite, recipes: Path, state: Path, digest: str):
     if target is None:
         raise ValueError(f"unknown target {name!r}")
     if isinstance(target, SifBwrapTarget):
-        def rootfs_of(sif_path: str) -> Path:
-            from kernbuild.images.sif import unpack_sif
-
-            where = state / "matrix" / "rootfs" / digest
-            if not where.exists():
-                try:
-                    unpack_sif(Path(sif_path), where)
-                except Exception:
-                    if not where.exists():  # another job unpacked it first: fine
-                        raise
-            return where
-
-        target.rootfs_of = rootfs_of
+        target.rootfs_of = lambda path: unpacked_sif(path, digest, state / "matrix" / "rootfs")
     return target
 
 

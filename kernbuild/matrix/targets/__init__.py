@@ -61,6 +61,25 @@ class DockerTarget(Target):
         return StepRecord("", "", code, time.monotonic() - started, output, timed_out)
 
 
+def unpacked_sif(sif_path: str, digest: str, cache: Path) -> Path:
+    """The SIF's root filesystem, unpacked once under ``cache/<digest>``.
+
+    unpack_sif renames a finished tree into place, so a second process (another Slurm
+    job) that loses the race fails its rename and finds the winner's tree: fine.
+    """
+    from kernbuild.errors import KernError
+    from kernbuild.images.sif import unpack_sif
+
+    where = cache / digest
+    if not where.exists():
+        try:
+            unpack_sif(Path(sif_path), where)
+        except (KernError, OSError):
+            if not where.exists():
+                raise
+    return where
+
+
 class SifBwrapTarget(Target):
     """A stand-in for apptainer where none is installed: the SIF's own root filesystem
     (unpacked from it) under bubblewrap, with the binds apptainer makes (home, the
