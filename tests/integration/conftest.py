@@ -30,6 +30,16 @@ def _engine_error() -> str:
     return ""
 
 
+def require_tools(*tools: tuple[str, str]) -> None:
+    """Skip without these (program, Debian package) tools, or fail where CI installs them."""
+    missing = [package for program, package in tools if not shutil.which(program)]
+    if missing:
+        problem = f"needs {' '.join(missing)} (apt-get install {' '.join(missing)})"
+        if os.environ.get("KERNBUILD_REQUIRE_DOCKER") == "1":  # CI installs them: never skip
+            pytest.fail(problem)
+        pytest.skip(problem)
+
+
 @pytest.fixture(scope="session")
 def docker_engine():
     """A client of the running engine; skip (or fail in CI) without one."""

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.integration.conftest import require_tools
 from debian.debian_support import Version
 
 from kernbuild.matrix.targets.native import NativeTarget
@@ -21,14 +21,7 @@ PACKAGES = ("libwcs8", "wcslib-tools")
 
 @pytest.fixture(scope="module")
 def tools():
-    missing = [package for program, package in (("mmdebstrap", "mmdebstrap"),
-                                                ("bwrap", "bubblewrap"))
-               if not shutil.which(program)]
-    if missing:
-        problem = f"needs {' '.join(missing)} (apt-get install {' '.join(missing)})"
-        if os.environ.get("KERNBUILD_REQUIRE_DOCKER") == "1":  # CI installs them: never skip
-            pytest.fail(problem)
-        pytest.skip(problem)
+    require_tools(("mmdebstrap", "mmdebstrap"), ("bwrap", "bubblewrap"))
 
 
 @pytest.fixture(scope="module")

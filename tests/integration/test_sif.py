@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.integration.conftest import require_tools
 
 from kernbuild.build.environment import base_tag, ensure
 from kernbuild.images import sif
@@ -35,14 +35,8 @@ From: {IMAGE}
 
 @pytest.fixture(scope="module")
 def tools():
-    missing = [package for program, package in (("mksquashfs", "squashfs-tools"),
-                                                ("siftool", "siftool"), ("bwrap", "bubblewrap"))
-               if not shutil.which(program)]
-    if missing:
-        problem = f"needs {' '.join(missing)} (apt-get install {' '.join(missing)})"
-        if os.environ.get("KERNBUILD_REQUIRE_DOCKER") == "1":  # CI installs them: never skip
-            pytest.fail(problem)
-        pytest.skip(problem)
+    require_tools(("mksquashfs", "squashfs-tools"), ("siftool", "siftool"),
+                  ("bwrap", "bubblewrap"))
 
 
 def test_base_image_to_sif_and_back(docker_engine, tools, tmp_path: Path):
