@@ -46,7 +46,8 @@ def build_order(suite: "Suite", names: list[str] | None = None) -> list["Recipe"
                 ready.append(other)
         ready.sort()
     if len(order) != len(wanted):  # load_suite already refused cycles; be safe anyway
-        raise KernError("dependency cycle between recipes: " + ", ".join(sorted(wanted - set(order))),
+        raise KernError("dependency cycle between recipes: "
+                        + ", ".join(sorted(wanted - set(order))),
                         "run 'kernbuild lint' to see where")
     return [suite.by_name[n] for n in order]
 

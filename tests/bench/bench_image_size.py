@@ -44,7 +44,8 @@ NAIVE = "RUN apt-get update && apt-get install -y {packages}\n"
 HAND_TUNED = ("RUN apt-get update && apt-get install -y --no-install-recommends {packages} "
               "&& rm -rf /var/lib/apt/lists/* /var/cache/apt/*\n")
 # What apt would install beyond the base, and their Installed-Size (KiB) summed, in bytes.
-LOWER_BOUND = ("apt-get update -q >/dev/null && apt-get install -s --no-install-recommends {packages}"
+LOWER_BOUND = ("apt-get update -q >/dev/null && "
+               "apt-get install -s --no-install-recommends {packages}"
                " | awk '/^Inst /{{print $2\"=\"substr($3, 2)}}'"
                " | xargs apt-cache show --no-all-versions"
                " | awk '/^Installed-Size:/{{s += $2}} END {{print s * 1024}}'")

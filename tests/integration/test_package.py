@@ -111,7 +111,8 @@ def test_offline_build_failure_is_reported_and_leaves_no_trace(suite, built, tmp
     source.mkdir()
     # The build reaches for the network: it must fail, since builds run offline.
     (source / "Makefile").write_text(
-        "all:\n\tpython3 -c \"import socket; socket.create_connection(('deb.debian.org', 80), 5)\"\n"
+        "all:\n\tpython3 -c \"import socket; "
+        "socket.create_connection(('deb.debian.org', 80), 5)\"\n"
         "install:\n")
     (broken.recipes / "netfetch.yaml").write_text(
         FAILING.format(name="netfetch", what="needs the network", depends=""))
@@ -181,7 +182,8 @@ def test_cmake_project_from_a_local_path(suite, built, tmp_path):
 def test_an_unreachable_registry_base_is_one_clear_error(suite, built, tmp_path):
     local = copy_of(suite, tmp_path)
     settings = local.recipes / "suite.yaml"
-    settings.write_text(settings.read_text().replace("base: trixie", "base: 127.0.0.1:9/kern/nope:1"))
+    settings.write_text(settings.read_text().replace("base: trixie",
+                                                     "base: 127.0.0.1:9/kern/nope:1"))
     result = local.run("package", "katversion", check=False)
     assert result.returncode == 1
     assert "error: cannot pull the base image 127.0.0.1:9/kern/nope:1" in result.stderr

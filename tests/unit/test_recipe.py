@@ -129,7 +129,8 @@ def test_build_order_puts_dependencies_first(suite_dir):
     suite = load_suite(suite_dir)
     assert [r.name for r in build_order(suite)] == ["aa", "bb", "cc"]
     assert [r.name for r in build_order(suite, ["bb"])] == ["aa", "bb"]
-    assert [[r.name for r in w] for w in levels(suite, build_order(suite))] == [["aa"], ["bb"], ["cc"]]
+    assert [[r.name for r in w] for w in levels(suite, build_order(suite))] == [
+        ["aa"], ["bb"], ["cc"]]
     assert reverse_dependencies(suite, "aa") == {"bb", "cc"}
 
 

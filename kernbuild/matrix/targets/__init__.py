@@ -91,7 +91,8 @@ class SifBwrapTarget(Target):
         self.rootfs_of = rootfs_of  # SIF path -> its unpacked root filesystem
 
     def unavailable(self) -> str:
-        return "" if shutil.which("bwrap") else "bubblewrap is not installed (apt-get install bubblewrap)"
+        return "" if shutil.which("bwrap") else (
+            "bubblewrap is not installed (apt-get install bubblewrap)")
 
     def run(self, image: str, command: str, scratch: Path, timeout: int) -> StepRecord:
         from kernbuild.images.sif import run_in_rootfs
