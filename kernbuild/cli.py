@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -125,7 +126,8 @@ def show(ctx: typer.Context, name: str, as_json: bool = JSON) -> None:
 
 @app.command()
 def graph(ctx: typer.Context,
-          names: list[str] = typer.Argument(None, help="Only these recipes and their dependencies."),
+          names: list[str] = typer.Argument(None,
+                                            help="Only these recipes and their dependencies."),
           as_json: bool = JSON) -> None:
     """The build order: each recipe after the recipes it depends on."""
     from kernbuild.recipe.graph import build_order, dependencies, levels
@@ -211,6 +213,9 @@ def package(ctx: typer.Context,
             jobs: int = typer.Option(1, "--jobs", "-j", min=1,
                                      help="Build up to N independent recipes at once."),
             force: bool = typer.Option(False, "--force", help="Rebuild even if cached."),
+            variant: str = typer.Option(None, "--variant", metavar="NAME",
+                                        help="Build the recipes' variant NAME (such as gpu) "
+                                             "into its own packages, <package>-NAME."),
             as_json: bool = JSON) -> None:
     """Build recipes into .debs in clean containers and publish them to the signed repository."""
     from kernbuild.build import open_builder
@@ -218,6 +223,10 @@ def package(ctx: typer.Context,
 
     ws: Workspace = ctx.obj
     suite = _suite(ws)
+    if variant:
+        for index, name in enumerate(names):
+            suite, derived = suite.with_variant(name, variant)
+            names[index] = derived.name
     order = build_order(suite, names)
     status = {r.name: ("queued", "") for r in order}
     lock = threading.Lock()
@@ -282,10 +291,15 @@ def image(ctx: typer.Context,
                                                     "sandboxes are published in."),
           jobs: int = typer.Option(1, "--jobs", "-j", min=1,
                                    help="Build up to N independent packages at once."),
+          gpu: bool = typer.Option(False, "--gpu",
+                                   help="Build GPU images: the gpu variants on the CUDA "
+                                        "runtime, named kern/<name>-gpu."),
           as_json: bool = JSON) -> None:
     """Build images of recipes from the signed repository and smoke-test inside each form.
 
-    Packages not built yet are built first. Each image is recorded in kern.lock.
+    Packages not built yet are built first. Each image is recorded in kern.lock. A GPU
+    image (--gpu) never holds the NVIDIA driver's libraries, and kern-gpu-check in it
+    says whether this host's GPU can run it.
     """
     from kernbuild.images import FORMATS, build_images, smoke_failures
 
@@ -301,7 +315,7 @@ def image(ctx: typer.Context,
             status.update(f"{recipe}: {state} {detail}".strip())
 
         entries = build_images(ws, suite, names, formats=tuple(formats), output=output,
-                               cvmfs=cvmfs, jobs=jobs, report=report,
+                               cvmfs=cvmfs, jobs=jobs, gpu=gpu, report=report,
                                say=lambda text: err.print(text))
     failures = [(entry["tag"], form, result) for entry in entries
                 for form, result in smoke_failures(entry)]
@@ -317,6 +331,12 @@ def image(ctx: typer.Context,
                           "\n".join(forms), "[green]passed[/]" if not failed
                           else f"[bold red]{failed} failed[/]")
         out.print(table)
+        for entry in entries:
+            if "gpu_check" in entry:  # exit 2 (no GPU here) is an answer, not a failure
+                check = entry["gpu_check"]
+                style = "green" if check["exit_code"] == 0 else "yellow"
+                out.print(f"{entry['tag']}: kern-gpu-check (GPUs passed: {check['gpus']}): "
+                          f"[{style}]{escape(check['output'])}[/] (exit {check['exit_code']})")
     for tag, form, result in failures:
         err.print(f"error: {tag} ({form}): smoke step failed (exit {result['exit_code']}): "
                   f"{result['command']}\n{result['output'].rstrip()}", markup=False,

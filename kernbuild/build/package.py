@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -216,6 +217,7 @@ class PackageBuilder:
             if not debs:
                 raise KernError(f"{recipe.name}: dpkg-buildpackage made no .deb",
                                 f"see the log: {log_path}")
+            _refuse_driver_dependencies(recipe, debs)
             (scratch / "lintian.log").write_text("\n".join(lintian) + "\n")
             (scratch / "manifest.json").write_text(json.dumps({
                 "recipe": recipe.name,
@@ -247,6 +249,14 @@ class PackageBuilder:
                 + "\n")
             mounts[str(scratch / "kern.list")] = {
                 "bind": "/etc/apt/sources.list.d/kern.list", "mode": "ro"}
+        if recipe.variant is not None and recipe.variant.cuda is not None:
+            # CUDA is in Debian's non-free archive, which the base's sources leave out.
+            settings = self.suite.settings
+            (scratch / "cuda.list").write_text(
+                f"deb {settings.mirror} {settings.distribution} "
+                f"{' '.join(settings.gpu.components)}\n")
+            mounts[str(scratch / "cuda.list")] = {
+                "bind": "/etc/apt/sources.list.d/cuda.list", "mode": "ro"}
         container = client.containers.run(
             self.environment.image_id, ["sleep", "infinity"], detach=True, volumes=mounts,
             labels={"kernbuild": "build", "kernbuild.recipe": recipe.name},
@@ -312,6 +322,27 @@ class PackageBuilder:
             raise KernError(f"{recipe.name}: {failure} (exit {code}):\n{tail}",
                             f"{hint}; the whole log is kept in {log.name}".lstrip("; "))
         return output
+
+
+def _refuse_driver_dependencies(recipe: Recipe, debs: list[Path]) -> None:
+    """Fail the build of a package that depends on the NVIDIA driver's libraries: it would
+    install only beside that one driver, never on a CPU host or in a container whose
+    runtime injects the host's driver."""
+    from debian.deb822 import Deb822
+
+    from kernbuild.images.gpu import driver_dependencies
+
+    for deb in debs:
+        control = Deb822(subprocess.run(["dpkg-deb", "--field", str(deb)], capture_output=True,
+                                        text=True, check=True).stdout)
+        found = driver_dependencies(", ".join(filter(None, (control.get("Pre-Depends"),
+                                                            control.get("Depends")))))
+        if found:
+            raise KernError(
+                f"{recipe.name}: {control['Package']} depends on the NVIDIA driver's "
+                f"libraries ({', '.join(found)}): it would install only beside that driver",
+                f"drop them from the depends of {recipe.path}; a CUDA variant (variants: gpu: "
+                "cuda:) leaves the driver to the host, whose libcuda its objects load at run time")
 
 
 def published_versions(repo: "AptRepository", suite: Suite) -> dict[str, str]:

@@ -183,9 +183,12 @@ def rules(recipe: Recipe, tree: Path | None = None) -> str:
     configure = [shlex.quote(flag).replace("$", "$$") for flag in recipe.build.configure]
     # Exported make variables are not shell text; only '$' needs escaping.
     env = [(name, value.replace("$", "$$")) for name, value in recipe.build.env]
+    from kernbuild.images.gpu import DRIVER_PACKAGES
+
+    cuda = recipe.variant is not None and recipe.variant.cuda is not None
     return _templates.get_template("rules.j2").render(
         recipe=recipe, system=system, dh=" ".join(["dh $@", *dh_options]), configure=configure,
-        env=env)
+        env=env, driver_packages=DRIVER_PACKAGES if cuda else ())
 
 
 def _relations(relations: tuple[str, ...]) -> str:

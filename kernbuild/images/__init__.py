@@ -12,16 +12,19 @@ import shutil
 from pathlib import Path
 
 from kernbuild.build.environment import base_tag
-from kernbuild.images.plan import ImagePlan, image_packages, plan_image
+from kernbuild.images.plan import (GPU_CHECK, GPU_VARIANT, ImagePlan, image_packages,
+                                   plan_gpu_image, plan_image)
 from kernbuild.images.writers import WRITERS, render_context
 from kernbuild.recipe.model import Suite
 
 
 def suite_plans(suite: Suite) -> list[ImagePlan]:
-    """A plan for every recipe that has something to put in an image."""
+    """A plan for every recipe that has something to put in an image, and a GPU plan
+    for every recipe with a gpu variant."""
     base = base_tag(suite.settings)
-    return [plan_image(suite, recipe, base) for recipe in sorted(suite.recipes, key=lambda r: r.name)
-            if image_packages(recipe)]
+    recipes = [r for r in sorted(suite.recipes, key=lambda r: r.name) if image_packages(r)]
+    return [plan_image(suite, recipe, base) for recipe in recipes] + [
+        plan_gpu_image(suite, recipe, base) for recipe in recipes if GPU_VARIANT in recipe.variants]
 
 
 def render_suite(suite: Suite) -> dict[str, str]:
@@ -65,13 +68,19 @@ LOCKFILE = "kern.lock"
 FORMATS = ("docker", "sif", "sandbox")
 
 
-def build_images(workspace, suite: Suite, names: list[str], *, formats: tuple[str, ...] = ("docker",),
+def build_images(workspace, suite: Suite, names: list[str], *,
+                 formats: tuple[str, ...] = ("docker",),
                  output: Path | None = None, cvmfs: Path | None = None, jobs: int = 1,
-                 report=lambda *_: None, say=lambda _: None) -> list[dict]:
+                 gpu: bool = False, report=lambda *_: None, say=lambda _: None) -> list[dict]:
     """Images of ``names``: their packages built and published first, then each Docker
     image built from its plan and smoke-tested inside, then, as asked, a SIF (in
     ``output``) or an unpacked sandbox (under ``cvmfs``) made from it and smoke-tested
     in its own root filesystem. Every image is recorded in the lockfile.
+
+    With ``gpu``, the GPU images (:func:`plan_gpu_image`): the recipes' gpu variants
+    on the CUDA runtime layer. Such an image is refused if it holds a driver library,
+    and ``kern-gpu-check`` runs in it, with the host's GPUs where the engine can pass
+    them, to say whether this host can run it.
 
     Returns one lock entry per image (see :func:`lock_entry`), with smoke results.
     """
@@ -79,15 +88,22 @@ def build_images(workspace, suite: Suite, names: list[str], *, formats: tuple[st
     from kernbuild.build.package import published_versions
     from kernbuild.errors import KernError
     from kernbuild.images.docker import build_image, serve_repository, smoke_image
-    from kernbuild.images.plan import image_packages
+    from kernbuild.images.gpu import check_gpu, refuse_driver_libraries
 
     recipes = [suite.get(name) for name in names]
     for recipe in recipes:
         if not image_packages(recipe):
             raise KernError(f"{recipe.name} has no package to put in an image",
                             "its packages are all -dev, -dbg or -doc")
+    wanted = [r.name for r in recipes]
+    if gpu:
+        suite.get(GPU_CHECK)  # every GPU image holds it: a clear error if the suite lacks it
+        for index, recipe in enumerate(recipes):
+            suite, derived = suite.with_variant(recipe.name, GPU_VARIANT)
+            wanted[index] = derived.name
+        wanted.append(GPU_CHECK)
     builder = open_builder(workspace, suite, jobs=jobs, report=report, say=say)
-    failed = [r for r in builder.run([r.name for r in recipes]) if r.state in ("failed", "skipped")]
+    failed = [r for r in builder.run(wanted) if r.state in ("failed", "skipped")]
     if failed:
         raise KernError("\n".join(r.error for r in failed), "no image without its packages")
     client = builder.connect()
@@ -97,17 +113,24 @@ def build_images(workspace, suite: Suite, names: list[str], *, formats: tuple[st
         (builder.repo.root / "kern-archive-keyring.gpg").read_bytes()).hexdigest()
     entries = []
     for recipe in recipes:
-        plan = plan_image(suite, recipe, env.base)
-        pins = [" ".join(f"{p}={versions[p]}" for p in layer.packages) for layer in plan.layers]
+        plan = (plan_gpu_image if gpu else plan_image)(suite, recipe, env.base)
+        # Suite packages are pinned to the exact build; Debian's (CUDA's) come as apt has them.
+        pins = [" ".join(f"{p}={versions[p]}" if p in versions else p for p in layer.packages)
+                for layer in plan.layers]
         entry = lock_entry(suite, builder, plan, versions)
         labels = {**plan.labels, **build_labels(suite, entry)}
         report(recipe.name, "image", f"docker build {plan.tag}")
         with serve_repository(client, builder.repo, env.image) as network:
             built = build_image(client, plan, pins, keyring_sha256, labels, network,
                                 workspace.images)
+        if plan.cuda:
+            report(recipe.name, "image", "checking for driver libraries")
+            entry["cuda_runtime"] = refuse_driver_libraries(client, built.tag, plan)
         report(recipe.name, "image", "smoke tests in the image")
         entry.update(image=built.id, size=built.size,
                      smoke=[vars(r) for r in smoke_image(client, built.tag, plan.smoke)])
+        if plan.cuda:
+            entry["gpu_check"] = check_gpu(client, built.tag)
         if "sif" in formats:
             report(recipe.name, "image", "SIF")
             entry["sif"] = make_sif(client, plan, built, output or workspace.images / "sif",
@@ -115,7 +138,8 @@ def build_images(workspace, suite: Suite, names: list[str], *, formats: tuple[st
         if "sandbox" in formats:
             report(recipe.name, "image", f"sandbox in {cvmfs}")
             entry["sandbox"] = make_sandbox(client, plan, built, cvmfs, workspace.images)
-        write_lock(workspace.recipes.parent / LOCKFILE, plan.tag, _without_smoke(entry))
+        write_lock(workspace.recipes.parent / LOCKFILE, plan.tag,
+                   _without_smoke({k: v for k, v in entry.items() if k != "gpu_check"}))
         entries.append(entry)
     return entries
 
@@ -221,10 +245,10 @@ def _image_env(client, built) -> dict[str, str]:
 
 def lock_entry(suite: Suite, builder, plan: ImagePlan, versions: dict[str, str]) -> dict:
     """What the lockfile records of an image, but for its id (known once built)."""
-    packages = {p: versions[p] for p in plan.packages}
+    packages = {p: versions[p] for p in plan.packages if p in versions}
     makers = sorted({suite.maker[p].name for p in packages})
     sources = {name: builder.sources.key(suite.by_name[name]) for name in makers}
-    return {
+    entry = {
         "tag": plan.tag,
         "recipe": plan.name,
         "recipe_hash": suite.by_name[plan.name].fingerprint(),
@@ -233,6 +257,9 @@ def lock_entry(suite: Suite, builder, plan: ImagePlan, versions: dict[str, str])
         "packages": packages,
         "sources": sources,
     }
+    if plan.cuda:
+        entry.update(gpu=True, cuda=plan.cuda.version)
+    return entry
 
 
 def build_labels(suite: Suite, entry: dict) -> dict[str, str]:

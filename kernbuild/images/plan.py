@@ -10,13 +10,14 @@ digest, source checksums) goes into labels at build time and the lockfile.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from kernbuild.recipe.model import BinaryPackage, Recipe, Suite
 
 # Packages an image leaves out unless asked for: they serve builds, not runs.
 NOT_IN_IMAGES = ("-dev", "-dbg", "-dbgsym", "-doc")
 DEFAULT_REPO_URL = "http://kern-repo"  # the repository as the image build network serves it
+GPU_CHECK = "kern-gpu-check"  # the suite recipe every GPU image holds
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,15 @@ class Layer:
 
     packages: tuple[str, ...]
     why: str
+
+
+@dataclass(frozen=True)
+class CudaRuntime:
+    """Where a GPU image's CUDA runtime comes from: ``kern-apt-install --cuda`` arguments
+    (``debian COMPONENTS`` or ``nvidia URL KEYRING_URL``), and its CUDA release."""
+
+    source: tuple[str, ...]
+    version: str
 
 
 @dataclass(frozen=True)
@@ -40,6 +50,8 @@ class ImagePlan:
     labels: dict[str, str] = field(default_factory=dict)
     smoke: tuple[str, ...] = ()
     docs: bool = False
+    cuda: CudaRuntime | None = None  # a GPU image
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def packages(self) -> tuple[str, ...]:
@@ -53,6 +65,31 @@ def image_packages(recipe: Recipe) -> tuple[BinaryPackage, ...]:
 
 def is_library(package: BinaryPackage) -> bool:
     return package.name.startswith("lib") or package.section in ("libs", "oldlibs")
+
+
+GPU_VARIANT = "gpu"
+
+
+def plan_gpu_image(suite: Suite, recipe: Recipe, base: str) -> ImagePlan:
+    """The plan of ``recipe``'s GPU image: its gpu variant's packages on a CUDA runtime
+    layer, which every GPU image of the suite shares and which holds ``kern-gpu-check``.
+
+    The image sets what the NVIDIA container toolkit reads (NVIDIA_VISIBLE_DEVICES,
+    NVIDIA_DRIVER_CAPABILITIES, NVIDIA_REQUIRE_CUDA) and what kern-gpu-check does
+    (KERN_CUDA_VERSION); it never holds the driver's libraries, which the runtime
+    injects from the host.
+    """
+    gpu = suite.settings.gpu
+    plan = plan_image(suite, recipe.as_variant(GPU_VARIANT), base)
+    source = ("nvidia", gpu.repository, gpu.keyring) if gpu.repository else (
+        "debian", " ".join(gpu.components))
+    runtime = Layer(tuple(gpu.runtime) + (GPU_CHECK,),
+                    f"the CUDA {gpu.cuda} runtime and {GPU_CHECK}, shared by every GPU image")
+    return replace(
+        plan, layers=(runtime, *plan.layers), cuda=CudaRuntime(source, gpu.cuda),
+        labels={**plan.labels, "org.kernsuite.gpu": "true", "org.kernsuite.cuda": gpu.cuda},
+        env={"NVIDIA_VISIBLE_DEVICES": "all", "NVIDIA_DRIVER_CAPABILITIES": "compute,utility",
+             "NVIDIA_REQUIRE_CUDA": f"cuda>={gpu.cuda}", "KERN_CUDA_VERSION": gpu.cuda})
 
 
 def plan_image(suite: Suite, recipe: Recipe, base: str) -> ImagePlan:

@@ -25,6 +25,14 @@ _environment = jinja2.Environment(
 _environment.filters["shell_quote"] = shlex.quote
 
 
+def docker_quote(value: str) -> str:
+    """A double-quoted Dockerfile word: backslash, quote and '$' (substitution) escaped."""
+    return '"' + "".join("\\" + c if c in '\\"$' else c for c in value) + '"'
+
+
+_environment.filters["docker_quote"] = docker_quote
+
+
 class Writer:
     """Renders a plan into one file of one format."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,30 @@ from kernbuild.recipe import schema
 if TYPE_CHECKING:
     from kernbuild.errors import Diagnostic
     from kernbuild.recipe.load import Document
+
+
+@dataclass(frozen=True)
+class GpuSettings:
+    """Where GPU images' CUDA runtime comes from (``gpu:`` in ``recipes/suite.yaml``).
+
+    By default Debian's own CUDA from its non-free archive; with ``repository`` and
+    ``keyring``, NVIDIA's repository instead (whose package names differ: set
+    ``runtime`` to them, such as ``cuda-cudart-12-4``).
+    """
+
+    cuda: str = "12.4"  # Debian trixie's nvidia-cuda-toolkit
+    runtime: tuple[str, ...] = ("libcudart12",)
+    components: tuple[str, ...] = ("contrib", "non-free")
+    repository: str | None = None
+    keyring: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "GpuSettings":
+        data = dict(data or {})
+        for key in ("runtime", "components"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -36,10 +61,13 @@ class SuiteSettings:
     mirror: str = "http://deb.debian.org/debian"
     base: str = "trixie"
     signing_key: str | None = None
+    gpu: GpuSettings = field(default_factory=GpuSettings)
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "SuiteSettings":
-        return cls(**(data or {}))
+        data = dict(data or {})
+        data["gpu"] = GpuSettings.from_dict(data.get("gpu"))
+        return cls(**data)
 
     @property
     def repo_distribution(self) -> str:
@@ -92,10 +120,35 @@ class BinaryPackage:
 
 @dataclass(frozen=True)
 class Variant:
+    """A second build of a recipe (such as ``gpu``) into packages of its own."""
+
     name: str
     build_depends: tuple[str, ...] = ()
     configure: tuple[str, ...] = ()
-    cuda: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    cuda: str | None = None  # a range such as ">=12.0": the variant needs CUDA
+    smoke: tuple["SmokeStep", ...] = ()
+
+    def suffixed(self, package: str) -> str:
+        """The variant's name for one of the recipe's packages: ``python3-x-gpu``."""
+        return f"{package}-{self.name}"
+
+
+def cuda_satisfies(version: str, wanted: str) -> bool:
+    """Whether CUDA ``version`` (such as "12.4") is in the range ``wanted``
+    (such as ">=12.0" or ">=11.8, <13"; a bare version means at least that one)."""
+    def numbers(text: str) -> tuple[int, ...]:
+        return tuple(int(part) for part in text.strip().split("."))
+
+    have = numbers(version)
+    for clause in wanted.split(","):
+        match = re.match(r"\s*(>=|<=|==|>|<)?\s*([0-9.]+)\s*$", clause)
+        op, bound = match.group(1) or ">=", numbers(match.group(2))
+        width = max(len(have), len(bound))  # 12 == 12.0, and 12.4 < 13
+        a, b = have + (0,) * (width - len(have)), bound + (0,) * (width - len(bound))
+        if not {"<": a < b, "<=": a <= b, "==": a == b, ">": a > b, ">=": a >= b}[op]:
+            return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -156,6 +209,7 @@ class Recipe:
     image_docs: bool
     pipeline: Pipeline | None
     path: Path = field(compare=False)
+    variant: Variant | None = None  # set on the recipe as_variant() derives
     document: "Document | None" = field(default=None, compare=False, repr=False)
 
     @classmethod
@@ -181,8 +235,10 @@ class Recipe:
         variants = {
             name: Variant(name, tuple((spec.get("build") or {}).get("depends", ())),
                           tuple((spec.get("build") or {}).get("configure", ())),
-                          spec.get("cuda"))
-            for name, spec in (raw.get("variants") or {}).items()
+                          tuple(((spec.get("build") or {}).get("env") or {}).items()),
+                          spec.get("cuda"), tuple(SmokeStep(step["run"])
+                                                  for step in spec.get("smoke", ())))
+            for name, spec in ((n, s or {}) for n, s in (raw.get("variants") or {}).items())
         }
         return cls(
             name=raw["name"], version=raw["version"], revision=raw.get("revision", 1),
@@ -203,6 +259,40 @@ class Recipe:
             pipeline=_pipeline(raw["pipeline"], raw["name"]) if "pipeline" in raw else None,
             path=doc.path, document=doc,
         )
+
+    # --- variants ---------------------------------------------------------------
+
+    def as_variant(self, name: str) -> "Recipe":
+        """This recipe built as its variant ``name``: a source package of its own
+        (``pyvkfft-gpu``) whose binary packages carry the variant's suffix and stand in
+        for the plain ones (Provides with the exact version, Conflicts, Replaces), so
+        either installs and what depends on the plain package accepts the variant's.
+        """
+        variant = self.variants[name]
+        plain = set(self.binary_names)
+
+        def rename(relation: str) -> str:
+            # The recipe's own packages become the variant's: -gpu depends on -gpu.
+            return re.sub(r"(?<![a-z0-9+.-])([a-z0-9][a-z0-9+.-]+)(?![a-z0-9+.-])",
+                          lambda m: variant.suffixed(m.group(1)) if m.group(1) in plain
+                          else m.group(1), relation)
+
+        packages = tuple(
+            replace(package, name=variant.suffixed(package.name), relations={
+                **{field_: tuple(rename(r) for r in rels)
+                   for field_, rels in package.relations.items()},
+                "provides": package.relations.get("provides", ())
+                + (f"{package.name} (= ${{binary:Version}})",),
+                "conflicts": package.relations.get("conflicts", ()) + (package.name,),
+                "replaces": package.relations.get("replaces", ()) + (package.name,),
+            })
+            for package in self.packages)
+        build = replace(self.build, depends=self.build.depends + variant.build_depends,
+                        configure=self.build.configure + variant.configure,
+                        env=tuple({**dict(self.build.env), **dict(variant.env)}.items()))
+        return replace(self, name=variant.suffixed(self.name), build=build, packages=packages,
+                       smoke=self.smoke + variant.smoke, variants={}, variant=variant,
+                       pipeline=None)
 
     # --- versions ---------------------------------------------------------------
 
@@ -277,6 +367,22 @@ class Suite:
                             else "run 'kernbuild graph' to list the suite's recipes")
         return recipe
 
+    def with_variant(self, name: str, variant: str) -> tuple["Suite", Recipe]:
+        """This suite plus recipe ``name`` built as its ``variant``, and that recipe."""
+        from kernbuild.errors import KernError
+
+        recipe = self.get(name)
+        if variant not in recipe.variants:
+            having = sorted(r.name for r in self.recipes if variant in r.variants)
+            line, _ = recipe.where(("variants",))
+            raise KernError(f"{recipe.name} has no {variant!r} variant ({recipe.path}:{line})",
+                            f"recipes with one: {', '.join(having)}" if having else
+                            f"declare one under variants: in {recipe.path}")
+        derived = recipe.as_variant(variant)
+        if derived.name in self.by_name:
+            return self, self.by_name[derived.name]
+        return Suite(self.settings, [*self.recipes, derived]), derived
+
     @property
     def pipelines(self) -> list[Recipe]:
         return [r for r in self.recipes if r.pipeline is not None]
@@ -295,4 +401,15 @@ class Suite:
                     unknown.append(Diagnostic(recipe.path, line, column,
                                               f"pipeline image {image!r} is no recipe of the suite",
                                               "name a recipe: its image is kern/<name>"))
+        cuda = self.settings.gpu.cuda
+        for recipe in self.recipes:
+            for name, variant in recipe.variants.items():
+                if variant.cuda and not cuda_satisfies(cuda, variant.cuda):
+                    line, column = recipe.where(("variants", name, "cuda"))
+                    unknown.append(Diagnostic(
+                        recipe.path, line, column,
+                        f"the {name} variant needs CUDA {variant.cuda.strip()}, but the "
+                        f"suite's GPU images have CUDA {cuda}",
+                        "widen the range, or set gpu.cuda (and the runtime packages) in "
+                        "recipes/suite.yaml"))
         return name_clashes(self.recipes) + cycle_problems(self) + unknown

@@ -252,10 +252,18 @@ def _several_packages_name_their_files(packages: dict, path: Path_) -> list[Prob
             for name, spec in packages.items() if "files" not in (spec or {})]
 
 
+def _repository_has_keyring(gpu: dict, path: Path_) -> list[Problem]:
+    if "repository" in gpu and "keyring" not in gpu:
+        return [Problem(path, "gpu.repository needs gpu.keyring",
+                        "give the URL of the keyring that signs NVIDIA's repository")]
+    return []
+
+
 # --- the recipe ---------------------------------------------------------------------
 
 DEPENDS = List(Relation())
 NAME_HINT = "lower-case letters, digits, '+', '-' and '.', starting with a letter or digit"
+ENV = Dict(Str(re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$"), "an environment variable name"), Str())
 
 SOURCE = Map(
     keys={
@@ -281,8 +289,7 @@ BUILD = Map(keys={
     "system": Key(Str(choices=BUILD_SYSTEMS), required=True),
     "depends": Key(DEPENDS, doc="Build-Depends, as Debian relations"),
     "configure": Key(List(Str()), doc="extra arguments for the configure step"),
-    "env": Key(Dict(Str(re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$"), "an environment variable name"),
-                    Str()), doc="variables exported to every build step"),
+    "env": Key(ENV, doc="variables exported to every build step"),
 })
 
 PACKAGE = Map(keys={
@@ -317,12 +324,20 @@ PIPELINE = Map(keys={
                   doc="what the result must satisfy: a scientific check, not an exit code"),
 })
 
+CUDA_RANGE = re.compile(r"^\s*(>=|<=|==|>|<)?\s*[0-9]+(\.[0-9]+)*"
+                        r"(\s*,\s*(>=|<=|==|>|<)\s*[0-9]+(\.[0-9]+)*)*\s*$")
+
 VARIANT = Map(keys={
-    "build": Key(Map(keys={"depends": Key(DEPENDS), "configure": Key(List(Str()))})),
-    "cuda": Key(Str(re.compile(r"^\s*(>=|<=|==|>|<)?\s*[0-9]+(\.[0-9]+)*"
-                               r"(\s*,\s*(>=|<=|==|>|<)\s*[0-9]+(\.[0-9]+)*)*\s*$"),
-                    "a version range such as '>=12.0' or '>=11.8, <13'")),
-})
+    "build": Key(Map(keys={
+        "depends": Key(DEPENDS, doc="Build-Depends added to the recipe's"),
+        "configure": Key(List(Str()), doc="configure arguments added to the recipe's"),
+        "env": Key(ENV, doc="build variables added to (or replacing) the recipe's"),
+    })),
+    "cuda": Key(Str(CUDA_RANGE, "a version range such as '>=12.0' or '>=11.8, <13'"),
+                doc="the CUDA releases the variant builds and runs with"),
+    "smoke": Key(List(SMOKE_STEP), doc="smoke steps run after the recipe's, in the "
+                                       "variant's image only"),
+})  # a variant builds separate binary packages, named <package>-<variant>
 
 RECIPE = Map(keys={
     "name": Key(Str(PACKAGE_NAME, NAME_HINT), required=True, doc="the Debian source package name"),
@@ -429,4 +444,17 @@ SUITE = Map(keys={
     "signing_key": Key(Str(re.compile(r"^(0x)?[0-9A-Fa-f ]{16,}$"), "a GPG key fingerprint"),
                        doc="the repository's signing key, imported into the state's gnupg "
                            "home; without it kernbuild makes one on first use"),
+    "gpu": Key(Map(keys={
+        "cuda": Key(Str(re.compile(r"^[0-9]+\.[0-9]+$"), "a CUDA release such as 12.4"),
+                    doc="the CUDA release of GPU images' runtime layer"),
+        "runtime": Key(List(Str(PACKAGE_NAME, NAME_HINT)),
+                       doc="the CUDA runtime layer's packages (default: libcudart12)"),
+        "components": Key(List(Str(re.compile(r"^[a-z-]+$"), "an archive component")),
+                          doc="archive components the CUDA packages come from "
+                              "(default: contrib non-free)"),
+        "repository": Key(Str(re.compile(r"^(https?|file)://\S+$"), "an http(s) URL"),
+                          doc="NVIDIA's CUDA repository, instead of Debian's non-free"),
+        "keyring": Key(Str(re.compile(r"^(https?|file)://\S+$"), "an http(s) URL"),
+                       doc="the keyring that signs 'repository'"),
+    }, rules=(_repository_has_keyring,)), doc="GPU images and variants"),
 })
