@@ -3,7 +3,8 @@
 # build katpoint (and the recipes it needs) into .debs in clean containers, publish
 # them to the signed apt repository, install katpoint from it in a clean container
 # and smoke-test it, then make its Docker image and SIF and smoke-test inside both,
-# then run its pipeline in both forms on every target and write the HTML report.
+# then run its pipeline in both forms on every target and write the HTML report; then
+# build pyvkfft's GPU variant and GPU image and report this host's GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup-host.sh
@@ -15,3 +16,8 @@ set -x
 .venv/bin/kernbuild smoke katpoint
 .venv/bin/kernbuild image katpoint --format docker --format sif
 .venv/bin/kernbuild test --pipeline katpoint --html .kernbuild/report   # open .kernbuild/report/index.html
+# GPU: pyvkfft's CUDA variant (no dependency on any driver), its GPU image, which on a
+# host without a GPU says "no GPU visible" (and OK on a GPU host), and the host report.
+.venv/bin/kernbuild package pyvkfft --variant gpu
+.venv/bin/kernbuild image pyvkfft --gpu
+.venv/bin/kernbuild doctor --gpu || true   # exit 1 on a host without a usable GPU

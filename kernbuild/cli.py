@@ -401,6 +401,10 @@ def matrix_test(ctx: typer.Context,
                 junit: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML."),
                 html_dir: Optional[Path] = typer.Option(None, "--html",
                                                         help="Write a static HTML report."),
+                gpu: bool = typer.Option(False, "--gpu",
+                                         help="Add the GPU images (<name>-gpu) of images with a "
+                                              "gpu variant; kern-gpu-check runs before each of "
+                                              "their cells, which it skips with its reason."),
                 as_json: bool = JSON) -> None:
     """Run every pipeline's smoke workflow in every image form on every target."""
     from kernbuild.matrix import Cell, run_matrix
@@ -432,7 +436,7 @@ def matrix_test(ctx: typer.Context,
         results = run_matrix(ws, suite, pipelines=pipeline or None, images=image_name or None,
                              targets=target or None, jobs=jobs, resume=resume,
                              executor=executor, slurm_args=shlex.split(slurm_args),
-                             report=report,
+                             gpu=gpu, report=report,
                              say=lambda text: live.console.print(text, markup=False,
                                                                  highlight=False))
     if junit:

@@ -114,16 +114,23 @@ def refuse_driver_libraries(client, tag: str, plan) -> str:
 
 def docker_gpu_options(client) -> dict:
     """How this engine hands a container the host's GPUs, as ``containers.run`` keyword
-    arguments: the nvidia runtime, or ``--gpus all`` through the NVIDIA container
-    toolkit; ``{}`` where it cannot (the container then sees no GPU)."""
+    arguments, in the order ``kernbuild doctor --gpu`` lists the ways
+    (:func:`kernbuild.gpu.docker_runtime`): the nvidia runtime, ``--gpus all`` through
+    the NVIDIA container toolkit, or a CDI device; ``{}`` where it has none (the
+    container then sees no GPU, and kern-gpu-check says so)."""
     import shutil
 
     from docker.types import DeviceRequest
 
+    from kernbuild.gpu import cdi_specs, gpu_root
+
     if "nvidia" in (client.info().get("Runtimes") or {}):
         return {"runtime": "nvidia"}
-    if shutil.which("nvidia-container-cli"):
+    if shutil.which("nvidia-container-cli") or shutil.which("nvidia-ctk"):
         return {"device_requests": [DeviceRequest(count=-1, capabilities=[["gpu"]])]}
+    if cdi_specs(gpu_root()):
+        return {"device_requests": [DeviceRequest(driver="cdi",
+                                                  device_ids=["nvidia.com/gpu=all"])]}
     return {}
 
 
@@ -138,6 +145,8 @@ def check_gpu(client, tag: str) -> dict:
         output = container.logs().decode("utf-8", "replace").strip()
     finally:
         container.remove(force=True)
-    return {"exit_code": code, "output": output,
-            "gpus": "nvidia runtime" if "runtime" in options else
-            "--gpus all" if options else "none: the engine has no NVIDIA runtime"}
+    how = ("the nvidia runtime" if "runtime" in options else
+           "none: the engine has no NVIDIA runtime, toolkit or CDI spec" if not options else
+           "CDI nvidia.com/gpu=all" if options["device_requests"][0].driver == "cdi" else
+           "--gpus all")
+    return {"exit_code": code, "output": output, "gpus": how}

@@ -621,7 +621,7 @@ def unpack_sif(path: Path, dest: Path) -> Path:
 # --- running commands in a root filesystem --------------------------------------------
 
 def run_in_rootfs(rootfs: Path, command: str, cwd: str = "/tmp",
-                  timeout: float = 300) -> tuple[int, str]:
+                  timeout: float = 300, gpu_root: Path | None = None) -> tuple[int, str]:
     """Run ``sh -c command`` with ``rootfs`` as ``/``, as ``apptainer exec --cleanenv``
     would run it; returns (exit status, stdout and stderr together).
 
@@ -642,6 +642,13 @@ def run_in_rootfs(rootfs: Path, command: str, cwd: str = "/tmp",
       ``/.singularity.d/env/*.sh``; the environment is apptainer's clean one, with
       PATH, HOME and the APPTAINER_* variables only.
 
+    With ``gpu_root``, the host's NVIDIA driver comes in as ``apptainer --nv`` brings
+    it: the driver's libraries (:func:`kernbuild.images.gpu.host_driver_libraries`)
+    bound into /.singularity.d/libs, which the image's environment puts on
+    LD_LIBRARY_PATH, and the /dev/nvidia* devices. A ``gpu_root`` other than ``/`` is a
+    stand-in driver root (tests): its libraries come from there, and it is bound at its
+    own path and named by KERN_GPU_ROOT, where kern-gpu-check reads /proc from.
+
     A command still running after ``timeout`` seconds is killed with everything it
     started (it has its own PID namespace) and reported as exit status 124, as
     timeout(1) does.
@@ -653,6 +660,12 @@ def run_in_rootfs(rootfs: Path, command: str, cwd: str = "/tmp",
                         "write it first (write_singularity_dir)")
     home = os.environ.get("HOME") or str(Path.home())
     binds = [home] if home != "/" and Path(home).is_dir() else []
+    driver: list[tuple[str, str]] = []  # (host path, path in the container)
+    if gpu_root is not None:
+        from kernbuild.images.gpu import host_driver_libraries
+
+        driver = [(str(lib), f"/.singularity.d/libs/{lib.name}")
+                  for lib in host_driver_libraries(gpu_root)]
     # Where the command starts: the scratch /tmp, a directory of the image, one of this
     # machine (bound), or a new one in the scratch /tmp.
     scratch_cwd = cwd in ("/tmp", "/var/tmp")
@@ -671,7 +684,8 @@ def run_in_rootfs(rootfs: Path, command: str, cwd: str = "/tmp",
         if scratch_cwd and _under(cwd, "/tmp"):
             os.makedirs(os.path.join(scratch, cwd.lstrip("/")), exist_ok=True)
         args = [bwrap, "--die-with-parent", "--unshare-pid",
-                *_underlay(rootfs, PurePosixPath("/"), [PurePosixPath(b) for b in binds]),
+                *_underlay(rootfs, PurePosixPath("/"),
+                           [PurePosixPath(b) for b in binds + [inner for _, inner in driver]]),
                 "--proc", "/proc", "--dev", "/dev", "--ro-bind", "/sys", "/sys",
                 "--bind", f"{scratch}/tmp", "/tmp"]
         if (rootfs / "var/tmp").is_dir():
@@ -681,9 +695,17 @@ def run_in_rootfs(rootfs: Path, command: str, cwd: str = "/tmp",
                 args += ["--ro-bind-try", host_file, host_file]
         for path in binds:
             args += ["--bind", path, path]
-        args += ["--chdir", cwd, "/.singularity.d/actions/exec", "/bin/sh", "-c", command]
+        for host, inner in driver:
+            args += ["--ro-bind", host, inner]
         env = {"PATH": DEFAULT_PATH, "HOME": home, "APPTAINER_CONTAINER": str(rootfs),
                "APPTAINER_NAME": rootfs.name, "APPTAINER_COMMAND": "exec"}
+        if gpu_root is not None and Path(gpu_root).resolve() != Path("/"):
+            args += ["--ro-bind", str(gpu_root), str(gpu_root)]
+            env["KERN_GPU_ROOT"] = str(gpu_root)
+        elif gpu_root is not None:
+            for device in sorted(Path("/dev").glob("nvidia*")):
+                args += ["--dev-bind", str(device), str(device)]
+        args += ["--chdir", cwd, "/.singularity.d/actions/exec", "/bin/sh", "-c", command]
         try:
             result = subprocess.run(args, check=False, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,

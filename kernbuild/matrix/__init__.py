@@ -22,7 +22,10 @@ from kernbuild.errors import KernError
 from kernbuild.matrix.state import CellResult, MatrixState, StepRecord
 from kernbuild.matrix.targets import (TARGET_NAMES, ApptainerTarget, DockerTarget,
                                       SifBwrapTarget, Target, unpacked_sif)
+from kernbuild.images.plan import GPU_CHECK, GPU_VARIANT
 from kernbuild.recipe.model import Recipe, Suite
+
+GPU_CHECK_TIMEOUT = 60  # seconds: it reads a file and opens two libraries
 
 
 
@@ -34,6 +37,11 @@ class Cell:
     target: Target
     ref: str  # what the target runs: a Docker image id or a SIF path
     digest: str  # the image's identity: Docker image id or SIF sha256
+
+    @property
+    def gpu(self) -> bool:
+        """A GPU image's cell: kern-gpu-check runs first, and a failure skips it."""
+        return self.target.gpu
 
     @property
     def key(self) -> str:
@@ -57,6 +65,17 @@ def run_cell(cell: Cell, scratch_root: Path) -> CellResult:
     started = time.monotonic()
     steps: list[StepRecord] = []
     try:
+        if cell.gpu:
+            check = cell.target.run(cell.ref, GPU_CHECK, scratch, GPU_CHECK_TIMEOUT)
+            check.phase, check.name = "gpu", GPU_CHECK
+            steps.append(check)
+            if check.exit_code != 0:
+                # Its verdict is its last line on stdout; its own notes say "kern-gpu-check:".
+                said = [line for line in check.output.splitlines()
+                        if line.strip() and not line.startswith(f"{GPU_CHECK}:")]
+                line = said[-1] if said else f"exit {check.exit_code}"
+                return cell.result("skip", f"{GPU_CHECK}: {line}", time.monotonic() - started,
+                                   steps)
         for phase, step in cell.pipeline.pipeline.all_steps:
             record = cell.target.run(cell.ref, step.run, scratch, step.timeout)
             record.phase, record.name = phase, step.name
@@ -88,11 +107,15 @@ def all_targets(workspace, suite: Suite, connect) -> list[Target]:
 def run_matrix(workspace, suite: Suite, *, pipelines: list[str] | None = None,
                images: list[str] | None = None, targets: list[str] | None = None,
                jobs: int = 1, resume: bool = False, executor: str = "local",
-               slurm_args: list[str] | None = None,
+               slurm_args: list[str] | None = None, gpu: bool = False,
                report: Callable[[CellResult | Cell, str], None] = lambda *_: None,
                say=lambda _: None) -> list[CellResult]:
     """Plan the matrix, make its images, run its cells ``jobs`` at a time, here
-    (``executor="local"``) or each as a Slurm job (``"slurm"``)."""
+    (``executor="local"``) or each as a Slurm job (``"slurm"``).
+
+    With ``gpu``, the GPU image of every image whose recipe has a gpu variant joins
+    the matrix; its cells run kern-gpu-check first, with the host's GPUs handed over
+    as each target's runtime does, and are skipped with its line when it fails."""
     from kernbuild import engine
     from kernbuild.images import build_images
 
@@ -124,16 +147,30 @@ def run_matrix(workspace, suite: Suite, *, pipelines: list[str] | None = None,
                       if not targets or t.name in targets]
     image_names = sorted({i for r in chosen for i in r.pipeline.images
                           if not images or i in images})
+    gpu_names = [i for i in image_names if GPU_VARIANT in suite.get(i).variants] if gpu else []
+    if gpu and not gpu_names:
+        raise KernError("--gpu: none of these images has a gpu variant",
+                        "recipes with one: " + (", ".join(
+                            r.name for r in suite.recipes if GPU_VARIANT in r.variants)
+                            or "none"))
     # Every form comes from the Docker image; "packages" needs only what it was built from.
     forms = tuple(sorted({"docker"} | {t.form for t in wanted_targets} - {"packages"}))
-    say(f"images: {', '.join(image_names)} as {' and '.join(forms)}")
+    say(f"images: {', '.join(image_names + [f'{i}-{GPU_VARIANT}' for i in gpu_names])} "
+        f"as {' and '.join(forms)}")
+
+    def report_image(recipe, state, detail):
+        if state == "image":
+            say(f"{recipe}: {detail}")
+
     entries = {e["recipe"]: e for e in build_images(
-        workspace, suite, image_names, formats=forms, say=say,
-        report=lambda recipe, state, detail: say(f"{recipe}: {detail}") if state == "image"
-        else None)}
+        workspace, suite, image_names, formats=forms, say=say, report=report_image)}
+    gpu_entries = {name: e for name, e in zip(gpu_names, build_images(
+        workspace, suite, gpu_names, formats=forms, gpu=True, say=say,
+        report=report_image) if gpu_names else [])}
 
     # Each SIF's root filesystem, unpacked before any cell runs (so no cell waits on another).
-    digests = {e["sif"]["path"]: e["sif"]["sha256"] for e in entries.values() if "sif" in e}
+    digests = {e["sif"]["path"]: e["sif"]["sha256"]
+               for e in [*entries.values(), *gpu_entries.values()] if "sif" in e}
     rootfs_cache = workspace.state / "matrix" / "rootfs"
     for target in wanted_targets:
         if isinstance(target, SifBwrapTarget):
@@ -145,15 +182,20 @@ def run_matrix(workspace, suite: Suite, *, pipelines: list[str] | None = None,
         for image in recipe.pipeline.images:
             if image not in entries:
                 continue
-            entry = entries[image]
-            pins = " ".join(f"{p}={v}" for p, v in sorted(entry["packages"].items()))
-            refs = {"docker": (entry["image"], entry["image"]),
-                    "sif": (entry.get("sif", {}).get("path"), entry.get("sif", {}).get("sha256")),
-                    # exact versions name exact bytes: the repository never changes them
-                    "packages": (pins, hashlib.sha256(pins.encode()).hexdigest())}
-            for target in wanted_targets:
-                ref, digest = refs[target.form]
-                cells.append(Cell(recipe, image, target.form, target, ref, digest))
+            images_ = [(entries[image], wanted_targets)]
+            if image in gpu_entries:
+                images_.append((gpu_entries[image], [t.with_gpu() for t in wanted_targets]))
+            for entry, targets_ in images_:
+                pins = " ".join(f"{p}={v}" for p, v in sorted(entry["packages"].items()))
+                sif = entry.get("sif", {})
+                refs = {"docker": (entry["image"], entry["image"]),
+                        "sif": (sif.get("path"), sif.get("sha256")),
+                        # exact versions name exact bytes: the repository never changes them
+                        "packages": (pins, hashlib.sha256(pins.encode()).hexdigest())}
+                for target in targets_:
+                    ref, digest = refs[target.form]
+                    cells.append(Cell(recipe, entry["recipe"], target.form, target, ref,
+                                      digest))
     state = MatrixState(workspace.state / "matrix" / "results.sqlite")
     scratch = workspace.state / "matrix" / "scratch"
 

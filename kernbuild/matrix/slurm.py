@@ -47,7 +47,8 @@ def cell_spec(cell: Cell, recipes: Path, state: Path) -> dict:
     """What the worker needs to rebuild ``cell`` on a compute node."""
     return {"recipes": str(Path(recipes).resolve()), "state": str(Path(state).resolve()),
             "pipeline": cell.pipeline.name, "image": cell.image, "form": cell.form,
-            "target": cell.target.name, "ref": cell.ref, "digest": cell.digest}
+            "target": cell.target.name, "gpu": cell.gpu, "ref": cell.ref,
+            "digest": cell.digest}
 
 
 def result_to_json(result: CellResult) -> dict:
@@ -101,6 +102,8 @@ def cell_from_spec(spec: dict) -> Cell:
     suite = load_suite(Path(spec["recipes"]))
     state = Path(spec["state"])
     target = make_target(spec["target"], suite, Path(spec["recipes"]), state, spec["digest"])
+    if spec.get("gpu"):
+        target = target.with_gpu()
     return Cell(suite.get(spec["pipeline"]), spec["image"], spec["form"], target,
                 spec["ref"], spec["digest"])
 

@@ -60,11 +60,12 @@ class Suite:
     recipes: Path
     state: Path
 
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def run(self, *args: str, check: bool = True,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         result = subprocess.run(
             [sys.executable, "-m", "kernbuild.cli", "--recipes", str(self.recipes),
              "--state", str(self.state), *args],
-            capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+            capture_output=True, text=True, env={**os.environ, "COLUMNS": "200", **(env or {})})
         if check and result.returncode != 0:
             raise AssertionError(f"kernbuild {' '.join(args)} exited {result.returncode}:\n"
                                  f"{result.stdout}\n{result.stderr}")

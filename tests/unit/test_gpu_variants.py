@@ -16,6 +16,9 @@ from kernbuild.images import suite_plans
 from kernbuild.images.gpu import baked_in, driver_dependencies, host_driver_libraries
 from kernbuild.images.plan import GPU_CHECK, plan_gpu_image
 from kernbuild.images.writers import WRITERS
+from kernbuild.matrix import Cell, run_cell
+from kernbuild.matrix.state import StepRecord
+from kernbuild.matrix.targets import Target
 from kernbuild.recipe import load_suite
 from kernbuild.recipe.model import cuda_satisfies
 from tests.conftest import recipe_text
@@ -228,3 +231,63 @@ def test_the_suite_renders_a_gpu_image_for_each_gpu_variant():
     names = [plan.name for plan in suite_plans(load_suite(ROOT / "recipes"))]
     assert "pyvkfft" in names and "pyvkfft-gpu" in names
     assert not any(n.endswith("-gpu") and n != "pyvkfft-gpu" for n in names)
+
+
+# --- the matrix: kern-gpu-check before every GPU cell -----------------------------------
+
+class ScriptedTarget(Target):
+    """Answers kern-gpu-check as told, and passes every workflow step."""
+
+    name, form = "scripted", "docker"
+
+    def __init__(self, check_exit: int, check_output: str) -> None:
+        self.check = (check_exit, check_output)
+        self.commands: list[str] = []
+
+    def run(self, image, command, scratch, timeout):
+        self.commands.append(command)
+        if command == GPU_CHECK:
+            return StepRecord("", "", self.check[0], 0.1, self.check[1])
+        return StepRecord("", "", 0, 0.1, "ok\n")
+
+
+@pytest.fixture(scope="module")
+def pyvkfft_pipeline():
+    return load_suite(ROOT / "recipes").get("pyvkfft")
+
+
+@pytest.mark.parametrize("exit_code, output, reason", [
+    (2, "no GPU visible: no NVIDIA kernel module (/proc/driver/nvidia/version not found)\n",
+     "kern-gpu-check: no GPU visible: no NVIDIA kernel module (/proc/driver/nvidia/version "
+     "not found)"),
+    # its note on stderr may come after its verdict: the verdict is the reason
+    (3, "driver/library version mismatch: kernel module 535.104.05, user-space library "
+        "550.54.15\nkern-gpu-check: see nvidia-smi\n",
+     "kern-gpu-check: driver/library version mismatch: kernel module 535.104.05, user-space "
+     "library 550.54.15"),
+    (4, "driver too old: 520.61.05 < 550.54.14 needed by CUDA 12.4\n",
+     "kern-gpu-check: driver too old: 520.61.05 < 550.54.14 needed by CUDA 12.4"),
+    (127, "", "kern-gpu-check: exit 127"),
+])
+def test_a_gpu_cell_whose_check_fails_is_skipped_with_its_line(pyvkfft_pipeline, tmp_path,
+                                                               exit_code, output, reason):
+    target = ScriptedTarget(exit_code, output).with_gpu()
+    cell = Cell(pyvkfft_pipeline, "pyvkfft-gpu", "docker", target, "sha256:g", "sha256:g")
+    result = run_cell(cell, tmp_path)
+    assert (result.status, result.reason) == ("skip", reason)
+    assert target.commands == [GPU_CHECK]  # no workflow step ran
+    assert [(s.phase, s.name) for s in result.steps] == [("gpu", GPU_CHECK)]
+
+
+def test_a_gpu_cell_runs_its_workflow_after_a_passing_check(pyvkfft_pipeline, tmp_path):
+    target = ScriptedTarget(0, "OK: driver 550.54.15 (CUDA 12.4 needs >= 550.54.14): 1 GPU: "
+                               "NVIDIA H100 80GB HBM3, 81559 MiB\n").with_gpu()
+    cell = Cell(pyvkfft_pipeline, "pyvkfft-gpu", "docker", target, "sha256:g", "sha256:g")
+    result = run_cell(cell, tmp_path)
+    assert result.status == "pass"
+    assert [s.phase for s in result.steps] == ["gpu", "data", "step", "assert"]
+    # A CPU image's cell never runs the check.
+    plain = ScriptedTarget(2, "no GPU visible\n")
+    assert run_cell(Cell(pyvkfft_pipeline, "pyvkfft", "docker", plain, "sha256:c",
+                         "sha256:c"), tmp_path).status == "pass"
+    assert GPU_CHECK not in plain.commands

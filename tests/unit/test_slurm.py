@@ -106,10 +106,14 @@ def test_spec_round_trip_rebuilds_the_cell(pipeline, tmp_path):
         assert spec == {"recipes": str((ROOT / "recipes").resolve()),
                         "state": str(tmp_path.resolve()), "pipeline": "wcs-roundtrip",
                         "image": "wcslib", "form": form, "target": target_name,
-                        "ref": "/x/wcslib.sif", "digest": "d" * 64}
+                        "gpu": False, "ref": "/x/wcslib.sif", "digest": "d" * 64}
         again = cell_from_spec(spec)
-        assert isinstance(again.target, kind)
+        assert isinstance(again.target, kind) and not again.gpu
         assert again.key == original.key  # same pipeline, image and target: same cell
+        # a GPU image's cell stays one on the compute node: it runs kern-gpu-check first
+        gpu_cell = Cell(pipeline, "wcslib-gpu", form, target.with_gpu(), "/x/g.sif", "e" * 64)
+        assert cell_from_spec(json.loads(json.dumps(cell_spec(gpu_cell, ROOT / "recipes",
+                                                              tmp_path)))).gpu
     # the sif-bwrap target unpacks into state/matrix/rootfs/<digest>, once
     where = tmp_path / "matrix" / "rootfs" / ("d" * 64)
     where.mkdir(parents=True)

@@ -8,6 +8,7 @@ cells are reported as skipped with that reason.
 
 from __future__ import annotations
 
+import copy
 import shutil
 import subprocess
 import time
@@ -22,6 +23,13 @@ SCRATCH = "/scratch"  # where a Docker target binds the cell's scratch directory
 class Target:
     name: ClassVar[str]
     form: ClassVar[str]  # what it runs: docker (image id), sif (a SIF) or packages (pins)
+    gpu: bool = False  # hand the steps the host's GPUs, as the runtime's GPU option does
+
+    def with_gpu(self) -> "Target":
+        """This target for GPU images' cells: the same one, giving steps the host's GPUs."""
+        clone = copy.copy(self)
+        clone.gpu = True
+        return clone
 
     def unavailable(self) -> str:
         """Why this target cannot run here, or "" if it can."""
@@ -42,12 +50,14 @@ class DockerTarget(Target):
     def run(self, image: str, command: str, scratch: Path, timeout: int) -> StepRecord:
         from requests.exceptions import ConnectionError as Unanswered, ReadTimeout
 
+        from kernbuild.images.gpu import docker_gpu_options
+
         client = self.connect()
         started = time.monotonic()
         container = client.containers.run(
             image, ["sh", "-c", command], detach=True, working_dir=SCRATCH,
             volumes={str(scratch): {"bind": SCRATCH, "mode": "rw"}},
-            labels={"kernbuild": "matrix"})
+            labels={"kernbuild": "matrix"}, **(docker_gpu_options(client) if self.gpu else {}))
         timed_out = False
         try:
             try:
@@ -98,8 +108,10 @@ class SifBwrapTarget(Target):
         from kernbuild.images.sif import run_in_rootfs
 
         started = time.monotonic()
+        from kernbuild.gpu import gpu_root  # $KERN_GPU_ROOT: a stand-in driver, for tests
+
         code, output = run_in_rootfs(self.rootfs_of(image), command, cwd=str(scratch),
-                                     timeout=timeout)
+                                     timeout=timeout, gpu_root=gpu_root() if self.gpu else None)
         return StepRecord("", "", code, time.monotonic() - started, output, code == 124)
 
 
@@ -120,8 +132,9 @@ class ApptainerTarget(Target):
     def run(self, image: str, command: str, scratch: Path, timeout: int) -> StepRecord:
         started = time.monotonic()
         try:
-            done = subprocess.run([self.program(), "exec", "--bind", str(scratch), "--pwd",
-                                   str(scratch), image, "sh", "-c", command],
+            done = subprocess.run([self.program(), "exec", *(["--nv"] if self.gpu else []),
+                                   "--bind", str(scratch), "--pwd", str(scratch), image,
+                                   "sh", "-c", command],
                                   capture_output=True, text=True, timeout=timeout)
             code, output, timed_out = done.returncode, done.stdout + done.stderr, False
         except subprocess.TimeoutExpired as exc:

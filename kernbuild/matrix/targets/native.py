@@ -100,6 +100,8 @@ class NativeTarget(Target):
 
     def unavailable(self) -> str:
         """Why this target cannot run here, or "" if it can."""
+        if self.gpu:
+            return "GPU images run in containers only: a chroot of packages has no GPU runtime"
         missing = [f"{tool} is not installed (apt-get install {package})"
                    for tool, package in (("mmdebstrap", "mmdebstrap"), ("bwrap", "bubblewrap"))
                    if shutil.which(tool) is None]

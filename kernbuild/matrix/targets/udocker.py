@@ -194,7 +194,9 @@ class UdockerTarget(Target):
         except RuntimeError:
             self.udocker("create", f"--name={name}", ref)
             root = self.udocker("inspect", "-p", name).strip()
-        self.udocker("setup", "--execmode=R1", name)
+        # --nvidia copies the host's driver libraries into the container, as the
+        # NVIDIA runtime would bind them (it fails, and the cell says why, without any).
+        self.udocker("setup", "--execmode=R1", *(["--nvidia"] if self.gpu else []), name)
         return name, Path(root).parent
 
     def release(self, image: str, container: tuple[str, Path]) -> None:
