@@ -358,6 +358,12 @@ class Suite:
         from kernbuild.errors import KernError
 
         recipe = self.by_name.get(name) or self.maker.get(name)
+        base, _, variant = name.rpartition("-")
+        if recipe is None and variant in getattr(self.by_name.get(base), "variants", {}):
+            raise KernError(f"{name} is the {variant} variant of {base}, not a recipe",
+                            f"name {base}, with --variant {variant} (kernbuild package)"
+                            + (" or --gpu (kernbuild image, kernbuild test)"
+                               if variant == "gpu" else ""))
         if recipe is None:
             import difflib
 
