@@ -93,7 +93,7 @@ def test_asking_for_a_variant_a_recipe_lacks_names_those_that_have_it(gpu_suite)
 def test_naming_a_variant_as_a_recipe_says_how_to_ask_for_it(gpu_suite):
     with pytest.raises(KernError) as error:
         gpu_suite.get("bb-gpu")
-    assert str(error.value) == "bb-gpu is the gpu variant of bb, not a recipe"
+    assert error.value.message == "bb-gpu is the gpu variant of bb, not a recipe"
     assert "--variant gpu" in error.value.hint and "--gpu" in error.value.hint
 
 
