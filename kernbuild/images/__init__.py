@@ -115,8 +115,8 @@ def build_images(workspace, suite: Suite, names: list[str], *,
     for recipe in recipes:
         plan = (plan_gpu_image if gpu else plan_image)(suite, recipe, env.base)
         # Suite packages are pinned to the exact build; Debian's (CUDA's) come as apt has them.
-        pins = [" ".join(f"{p}={versions[p]}" if p in versions else p for p in layer.packages)
-                for layer in plan.layers]
+        pins = [" ".join(f"{p}={versions[p]}" if p in suite.maker else p
+                         for p in layer.packages) for layer in plan.layers]
         entry = lock_entry(suite, builder, plan, versions)
         labels = {**plan.labels, **build_labels(suite, entry)}
         report(recipe.name, "image", f"docker build {plan.tag}")
@@ -245,7 +245,7 @@ def _image_env(client, built) -> dict[str, str]:
 
 def lock_entry(suite: Suite, builder, plan: ImagePlan, versions: dict[str, str]) -> dict:
     """What the lockfile records of an image, but for its id (known once built)."""
-    packages = {p: versions[p] for p in plan.packages if p in versions}
+    packages = {p: versions[p] for p in plan.packages if p in suite.maker}
     makers = sorted({suite.maker[p].name for p in packages})
     sources = {name: builder.sources.key(suite.by_name[name]) for name in makers}
     entry = {
