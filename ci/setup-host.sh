@@ -20,6 +20,7 @@ PACKAGES=(
   gpg gpg-agent    # repository signing
   git xz-utils ca-certificates
   make             # the unit tests run rendered debian/rules through make
+  gcc libc6-dev    # the GPU tests compile kern-gpu-check and stub NVIDIA driver libraries
   squashfs-tools siftool  # SIF images without apptainer: mksquashfs, siftool
   bubblewrap       # runs commands in unpacked SIF root filesystems, as apptainer would
   runc             # udocker runs images in mode R1 with it (docker.io brings it too)
