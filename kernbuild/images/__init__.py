@@ -97,7 +97,10 @@ def build_images(workspace, suite: Suite, names: list[str], *,
                             "its packages are all -dev, -dbg or -doc")
     wanted = [r.name for r in recipes]
     if gpu:
-        suite.get(GPU_CHECK)  # every GPU image holds it: a clear error if the suite lacks it
+        if GPU_CHECK not in suite.by_name:
+            raise KernError(f"GPU images hold {GPU_CHECK}, and the suite has no recipe of it",
+                            f"copy recipes/{GPU_CHECK}.yaml and recipes/{GPU_CHECK}/ from "
+                            "kernbuild's suite")
         for index, recipe in enumerate(recipes):
             suite, derived = suite.with_variant(recipe.name, GPU_VARIANT)
             wanted[index] = derived.name

@@ -326,9 +326,11 @@ class Recipe:
     def fingerprint(self) -> str:
         """A sha256 over everything that affects the built packages (not the file's layout)."""
         data = asdict(replace(self, path=Path(self.path.name), document=None))
-        # Smoke tests and pipelines run against packages; they do not change them.
+        # Smoke tests and pipelines run against packages; they do not change them. Nor do
+        # variants: each builds as a recipe of its own (as_variant), keyed by its own.
         data.pop("smoke")
         data.pop("pipeline")
+        data.pop("variants")
         blob = json.dumps(data, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()
 

@@ -5,6 +5,7 @@ libraries out of packages' dependencies and out of images."""
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,11 @@ def test_a_variant_makes_its_own_source_and_binary_packages(gpu_suite):
     assert dict(bb_gpu.build.env) == {"BACKEND": "cuda"}
     assert [s.run for s in bb_gpu.smoke] == ['python3 -c "import bb"', "kern-gpu-check || true"]
     assert bb_gpu.fingerprint() != gpu_suite.get("bb").fingerprint()
+    # A change to the variant rebuilds the variant, not the plain packages.
+    plain = gpu_suite.get("bb")
+    other = replace(plain, variants={"gpu": replace(plain.variants["gpu"], cuda=">=12.2")})
+    assert other.fingerprint() == plain.fingerprint()
+    assert other.as_variant("gpu").fingerprint() != bb_gpu.fingerprint()
     # The plain recipe is untouched and both are in the extended suite.
     assert gpu_suite_.maker["python3-bb"].name == "bb"
     assert gpu_suite_.maker["python3-bb-gpu"].name == "bb-gpu"
