@@ -459,6 +459,13 @@ def matrix_test(ctx: typer.Context,
                 marks.append(f"[{CELL_STYLE[r.status]}]{r.status}[/]" if r else "")
             summary.add_row(*row, *marks)
         out.print(summary)
+        skipped: dict[str, list[str]] = {}  # one line per reason: it is often shared
+        for r in results:
+            if r.status == "skip":
+                skipped.setdefault(r.reason, []).append(f"{r.image} ({r.form}) on {r.target}")
+        for reason, cells_ in skipped.items():
+            out.print(f"skipped {', '.join(cells_)}: {reason}", style="dim", markup=False,
+                      highlight=False)
     failed = [r for r in results if r.status == "fail"]
     for r in failed:
         err.print(f"error: {r.pipeline} in {r.image} ({r.form}) on {r.target}: {r.reason}\n"
