@@ -74,7 +74,7 @@ def host_driver_libraries(root: Path = Path("/")) -> list[Path]:
 # --- checks of a built Docker image ----------------------------------------------------
 
 # Every file name a driver library can have; baked_in() has the last word.
-_FIND_DRIVER_FILES = (r"find / -xdev \( -type f -o -type l \) \( -name 'libcuda*.so*' "
+FIND_DRIVER_FILES = (r"find / -xdev \( -type f -o -type l \) \( -name 'libcuda*.so*' "
                       r"-o -name 'libnv*.so*' -o -name 'lib*_nvidia.so*' \)")
 
 
@@ -89,7 +89,7 @@ def refuse_driver_libraries(client, tag: str, plan) -> str:
 
     runtime = plan.layers[0].packages[0]
     # Every line ends in a newline: the engine may drop an unfinished last line of a log.
-    script = (f"{_FIND_DRIVER_FILES} -print; echo '--'; "
+    script = (f"{FIND_DRIVER_FILES} -print; echo '--'; "
               f"dpkg-query -W -f '${{Version}}\\n' {runtime}")
     output = client.containers.run(tag, ["sh", "-c", script], remove=True).decode()
     listing, _, version = output.partition("--\n")
