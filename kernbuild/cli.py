@@ -108,7 +108,11 @@ def show(ctx: typer.Context, name: str, as_json: bool = JSON) -> None:
                      for p in recipe.packages},
         "depends_on": sorted(dependencies(suite, recipe)),
         "needed_by": sorted(reverse_dependencies(suite, recipe.name)),
-        "variants": sorted(recipe.variants),
+        "variants": {name: {"packages": [v.suffixed(p) for p in recipe.binary_names],
+                            "build_depends": list(v.build_depends),
+                            "configure": list(v.configure), "env": dict(v.env),
+                            "cuda": v.cuda}
+                     for name, v in sorted(recipe.variants.items())},
         "smoke": [s.run for s in recipe.smoke],
     }
     if as_json:
@@ -117,7 +121,7 @@ def show(ctx: typer.Context, name: str, as_json: bool = JSON) -> None:
     table = Table(show_header=False, box=None)
     for key, value in data.items():
         if isinstance(value, dict):
-            value = "\n".join(f"{k}: {v}" for k, v in value.items())
+            value = "\n".join(f"{k}: {v}" for k, v in value.items()) or "-"
         elif isinstance(value, list):
             value = ", ".join(value) or "-"
         table.add_row(f"[bold]{key}[/]", str(value))

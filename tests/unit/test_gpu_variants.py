@@ -4,6 +4,7 @@ libraries out of packages' dependencies and out of images."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +24,7 @@ from kernbuild.matrix.targets import Target
 from kernbuild.recipe import load_suite
 from kernbuild.recipe.model import cuda_satisfies
 from tests.conftest import recipe_text
+from tests.unit.test_cli import kernbuild
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -304,3 +306,14 @@ def test_a_gpu_cell_runs_its_workflow_after_a_passing_check(pyvkfft_pipeline, tm
     assert run_cell(Cell(pyvkfft_pipeline, "pyvkfft", "docker", plain, "sha256:c",
                          "sha256:c"), tmp_path).status == "pass"
     assert GPU_CHECK not in plain.commands
+
+
+def test_show_lists_each_variant_with_its_packages(suite_dir):
+    (suite_dir / "bb.yaml").write_text(recipe_text("bb", extra=GPU_VARIANT))
+    shown = json.loads(kernbuild("show", "bb", "--json", cwd=suite_dir.parent).stdout)
+    assert shown["variants"] == {"gpu": {
+        "packages": ["python3-bb-gpu"], "build_depends": ["nvidia-cuda-toolkit"],
+        "configure": ["-DWITH_CUDA=ON"], "env": {"BACKEND": "cuda"}, "cuda": ">=12.0"}}
+    wrong = kernbuild("package", "aa", "--variant", "gpu", cwd=suite_dir.parent)
+    assert wrong.returncode == 1 and "Traceback" not in wrong.stderr
+    assert "aa has no 'gpu' variant" in wrong.stderr and "recipes with one: bb" in wrong.stderr
