@@ -266,7 +266,9 @@ class PackageBuilder:
             self.report(recipe.name, "building", "installing build dependencies")
             self._exec(container, ["apt-get", "update"], log, recipe, "apt-get update failed",
                        "is Debian's archive reachable from containers?")
-            line, _ = recipe.where(("build", "depends"))
+            # A variant's build dependencies are most likely the ones that went wrong.
+            line, _ = recipe.where(("variants", recipe.variant.name, "build", "depends")
+                                   if recipe.variant else ("build", "depends"))
             self._exec(container, ["apt-get", "build-dep", "-y", where], log, recipe,
                        "its build dependencies could not be installed",
                        f"check build.depends in {recipe.path}:{line}")
