@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import Callable
 
 from kernbuild.errors import KernError
+from kernbuild.images.plan import GPU_CHECK, GPU_VARIANT
 from kernbuild.matrix.state import CellResult, MatrixState, StepRecord
 from kernbuild.matrix.targets import (TARGET_NAMES, ApptainerTarget, DockerTarget,
                                       SifBwrapTarget, Target, unpacked_sif)
-from kernbuild.images.plan import GPU_CHECK, GPU_VARIANT
 from kernbuild.recipe.model import Recipe, Suite
 
 GPU_CHECK_TIMEOUT = 60  # seconds: it reads a file and opens two libraries
-
 
 
 @dataclass(frozen=True)
