@@ -82,14 +82,16 @@ def build_image(client: "docker.DockerClient", plan: ImagePlan, pins: list[str],
     return BuiltImage(plan.tag, image.id, image.attrs["Size"], image.labels or {})
 
 
-def smoke_image(client: "docker.DockerClient", image: str,
-                commands: tuple[str, ...]) -> list[StepResult]:
-    """Each smoke command in a fresh container of ``image``, in a scratch directory."""
+def smoke_image(client: "docker.DockerClient", image: str, commands: tuple[str, ...],
+                **run_options) -> list[StepResult]:
+    """Each smoke command in a fresh container of ``image``, in a scratch directory;
+    ``run_options`` go to ``containers.run`` (a GPU image's GPU options)."""
     results = []
     for command in commands:
         started = time.monotonic()
         container = client.containers.run(image, ["sh", "-c", command], detach=True,
-                                          working_dir="/tmp", labels={"kernbuild": "smoke"})
+                                          working_dir="/tmp", labels={"kernbuild": "smoke"},
+                                          **run_options)
         try:
             code = container.wait()["StatusCode"]
             output = container.logs().decode("utf-8", "replace")

@@ -87,7 +87,7 @@ def refuse_driver_libraries(client, tag: str, plan) -> str:
     """
     from kernbuild.errors import KernError
 
-    runtime = plan.layers[0].packages[0]
+    runtime = plan.cuda.packages[0]
     # Every line ends in a newline: the engine may drop an unfinished last line of a log.
     script = (f"{FIND_DRIVER_FILES} -print; echo '--'; "
               f"dpkg-query -W -f '${{Version}}\\n' {runtime}")
@@ -137,16 +137,13 @@ def docker_gpu_options(client) -> dict:
 def check_gpu(client, tag: str) -> dict:
     """``kern-gpu-check`` in a container of ``tag``, given the host's GPUs where the
     engine can: its exit status (0 OK, 2 no GPU, 3 mismatch, 4 driver too old) and line."""
+    from kernbuild.images.docker import smoke_image
+    from kernbuild.images.plan import GPU_CHECK
+
     options = docker_gpu_options(client)
-    container = client.containers.run(tag, ["kern-gpu-check"], detach=True,
-                                      labels={"kernbuild": "gpu-check"}, **options)
-    try:
-        code = container.wait()["StatusCode"]
-        output = container.logs().decode("utf-8", "replace").strip()
-    finally:
-        container.remove(force=True)
+    [result] = smoke_image(client, tag, (GPU_CHECK,), **options)
     how = ("the nvidia runtime" if "runtime" in options else
            "none: the engine has no NVIDIA runtime, toolkit or CDI spec" if not options else
            "CDI nvidia.com/gpu=all" if options["device_requests"][0].driver == "cdi" else
            "--gpus all")
-    return {"exit_code": code, "output": output, "gpus": how}
+    return {"exit_code": result.exit_code, "output": result.output.strip(), "gpus": how}

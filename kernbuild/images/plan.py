@@ -31,10 +31,11 @@ class Layer:
 @dataclass(frozen=True)
 class CudaRuntime:
     """Where a GPU image's CUDA runtime comes from: ``kern-apt-install --cuda`` arguments
-    (``debian COMPONENTS`` or ``nvidia URL KEYRING_URL``), and its CUDA release."""
+    (``debian COMPONENTS`` or ``nvidia URL KEYRING_URL``), its CUDA release and packages."""
 
     source: tuple[str, ...]
     version: str
+    packages: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ def plan_gpu_image(suite: Suite, recipe: Recipe, base: str) -> ImagePlan:
     runtime = Layer(tuple(gpu.runtime) + (GPU_CHECK,),
                     f"the CUDA {gpu.cuda} runtime and {GPU_CHECK}, shared by every GPU image")
     return replace(
-        plan, layers=(runtime, *plan.layers), cuda=CudaRuntime(source, gpu.cuda),
+        plan, layers=(runtime, *plan.layers), cuda=CudaRuntime(source, gpu.cuda, gpu.runtime),
         labels={**plan.labels, "org.kernsuite.gpu": "true", "org.kernsuite.cuda": gpu.cuda},
         env={"NVIDIA_VISIBLE_DEVICES": "all", "NVIDIA_DRIVER_CAPABILITIES": "compute,utility",
              "NVIDIA_REQUIRE_CUDA": f"cuda>={gpu.cuda}", "KERN_CUDA_VERSION": gpu.cuda})

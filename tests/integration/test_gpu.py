@@ -18,12 +18,9 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import Suite, require_tools
-from tests.unit.test_gpu_check import STUB_CUDA, STUB_NVML
+from tests.unit.test_gpu_check import STUB_CUDA, STUB_NVML, compile_stub, module_line
 
 pytestmark = pytest.mark.docker
-
-MODULE = ("NVRM version: NVIDIA UNIX x86_64 Kernel Module  {}  Tue Mar  5 22:23:56 UTC 2024\n"
-          "GCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n")
 
 
 @pytest.fixture(scope="module")
@@ -92,12 +89,10 @@ def stand_in_driver(root: Path, module: str, nvml: str) -> Path:
     lib = root / "usr/lib/x86_64-linux-gnu"
     lib.mkdir(parents=True)
     (root / "proc/driver/nvidia").mkdir(parents=True)
-    (root / "proc/driver/nvidia/version").write_text(MODULE.format(module))
-    for name, source in (("libcuda.so.1", STUB_CUDA),
-                         ("libnvidia-ml.so.1", STUB_NVML.replace('"550.54.15"', f'"{nvml}"'))):
-        (root / f"{name}.c").write_text(source)
-        subprocess.run(["gcc", "-shared", "-fPIC", f"-Wl,-soname,{name}", "-o", str(lib / name),
-                        str(root / f"{name}.c")], check=True)
+    (root / "proc/driver/nvidia/version").write_text(module_line(module))
+    compile_stub(STUB_CUDA, lib / "libcuda.so.1", "libcuda.so.1")
+    compile_stub(STUB_NVML.replace('"550.54.15"', f'"{nvml}"'), lib / "libnvidia-ml.so.1",
+                 "libnvidia-ml.so.1")
     return root
 
 

@@ -11,7 +11,6 @@ pointed at a socket where none answers), and once as a user runs it.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import re
@@ -27,7 +26,8 @@ from kernbuild import engine, gpu
 from kernbuild.cli import app
 from kernbuild.doctor import TOOLS
 from kernbuild.errors import KernError
-from tests.unit.test_gpu_check import NVML_FILE, STUB_CUDA, STUB_NVML
+from tests.unit.test_gpu_check import (NVML_FILE, STUB_CUDA, STUB_NVML, compile_stub,
+                                      loadable_on_this_host, module_line)
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU_CHECK_C = ROOT / "recipes" / "kern-gpu-check" / "kern-gpu-check.c"
@@ -49,21 +49,6 @@ IMAGES = {"kern/wsclean-gpu:1": {"gpu": True, "cuda": "12.4"},
           "kern/losoto:1": {"recipe": "losoto"}}  # no "gpu": a CPU image, not judged
 
 
-def _module_line(version: str, open_module: bool = False) -> str:
-    kind = ("NVIDIA UNIX Open Kernel Module for x86_64" if open_module
-            else "NVIDIA UNIX x86_64 Kernel Module")
-    return (f"NVRM version: {kind}  {version}  Tue Mar  5 22:23:56 UTC 2024\n"
-            "GCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n")
-
-
-def _host_has(library: str) -> bool:
-    try:
-        ctypes.CDLL(library)
-    except OSError:
-        return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def stubs(tmp_path_factory) -> dict[str, Path]:
     """Directories of stub driver libraries: ok (libcuda + NVML), nvml-only, crash (an NVML
@@ -74,20 +59,12 @@ def stubs(tmp_path_factory) -> dict[str, Path]:
     dirs = {name: base / name for name in ("ok", "nvml-only", "crash")}
     for directory in dirs.values():
         directory.mkdir()
-    for name, text in (("cuda.c", STUB_CUDA), ("nvml.c", STUB_NVML),
-                       ("crash.c", CRASHING_NVML)):
-        (base / name).write_text(text)
-
-    def shared(source: str, out: Path, soname: str) -> None:
-        subprocess.run(["gcc", "-shared", "-fPIC", f"-Wl,-soname,{soname}", "-o", str(out),
-                        str(base / source)], check=True)
-
-    shared("cuda.c", dirs["ok"] / "libcuda.so.1", "libcuda.so.1")
+    compile_stub(STUB_CUDA, dirs["ok"] / "libcuda.so.1", "libcuda.so.1")
     # The real file name carries the driver version, as on a host.
     for directory in (dirs["ok"], dirs["nvml-only"]):
-        shared("nvml.c", directory / NVML_FILE, "libnvidia-ml.so.1")
+        compile_stub(STUB_NVML, directory / NVML_FILE, "libnvidia-ml.so.1")
         (directory / "libnvidia-ml.so.1").symlink_to(NVML_FILE)
-    shared("crash.c", dirs["crash"] / "libnvidia-ml.so.1", "libnvidia-ml.so.1")
+    compile_stub(CRASHING_NVML, dirs["crash"] / "libnvidia-ml.so.1", "libnvidia-ml.so.1")
     program = base / "kern-gpu-check"
     subprocess.run(["gcc", "-std=c99", "-o", str(program), str(GPU_CHECK_C), "-ldl"],
                    check=True)
@@ -123,7 +100,7 @@ def host(request, tmp_path, monkeypatch):
         root.mkdir()
         if module is not None:
             (root / "proc/driver/nvidia").mkdir(parents=True)
-            (root / "proc/driver/nvidia/version").write_text(_module_line(module, open_module))
+            (root / "proc/driver/nvidia/version").write_text(module_line(module, open_module))
         bin_dir = tmp_path / "bin"
         shutil.rmtree(bin_dir, ignore_errors=True)
         bin_dir.mkdir()
@@ -202,7 +179,7 @@ def test_minimum_driver(cuda, driver):
 def test_minimum_driver_answers_as_kern_gpu_check(stubs, tmp_path):
     """The C program, with a driver new enough for everything, says what it needs."""
     (tmp_path / "proc/driver/nvidia").mkdir(parents=True)
-    (tmp_path / "proc/driver/nvidia/version").write_text(_module_line("999.1"))
+    (tmp_path / "proc/driver/nvidia/version").write_text(module_line("999.1"))
     env = {"KERN_GPU_ROOT": str(tmp_path), "LD_LIBRARY_PATH": str(stubs["ok"]),
            "STUB_NVML_DRIVER": "999.1", "PATH": "/usr/bin:/bin"}
     versions = [f"{major}.{minor}" for major, minor in gpu.MINIMUM_DRIVER]
@@ -219,7 +196,7 @@ def test_minimum_driver_answers_as_kern_gpu_check(stubs, tmp_path):
 @pytest.mark.parametrize("open_module", [False, True])
 def test_module_version_from_proc(tmp_path, open_module):
     (tmp_path / "proc/driver/nvidia").mkdir(parents=True)
-    (tmp_path / "proc/driver/nvidia/version").write_text(_module_line("570.86.15", open_module))
+    (tmp_path / "proc/driver/nvidia/version").write_text(module_line("570.86.15", open_module))
     assert gpu.module_version(tmp_path) == gpu.Reading("kernel module", "570.86.15")
 
 
@@ -316,7 +293,7 @@ def test_no_engine_and_a_missing_tool_fail(host, tmp_path):
     assert "hint: start one" in text and "check(s) failed" in text
 
 
-@pytest.mark.skipif(_host_has("libnvidia-ml.so.1"),
+@pytest.mark.skipif(loadable_on_this_host("libnvidia-ml.so.1"),
                     reason="this host has a real libnvidia-ml.so.1, so it cannot be absent")
 def test_no_gpu_at_all(host, tmp_path):
     status, report = host("--gpu", "--json", module=None, libs="none", smi=None,
@@ -343,7 +320,7 @@ def test_no_gpu_at_all(host, tmp_path):
         "--nvidia: libcuda.so.1 and libnvidia-ml.so.1 not found on this host")
 
 
-@pytest.mark.skipif(_host_has("libnvidia-ml.so.1"),
+@pytest.mark.skipif(loadable_on_this_host("libnvidia-ml.so.1"),
                     reason="this host has a real libnvidia-ml.so.1, so it cannot be absent")
 def test_no_gpu_as_a_user_sees_it(tmp_path):
     """The real entry point: a readable report, exit 1, no traceback."""
@@ -508,7 +485,7 @@ def test_a_driver_listing_no_gpus(host):
     assert found["gpus", "usable"] == ("fail", "no usable GPU: the driver lists no GPUs")
 
 
-@pytest.mark.skipif(_host_has("libcuda.so.1"),
+@pytest.mark.skipif(loadable_on_this_host("libcuda.so.1"),
                     reason="this host has a real libcuda.so.1, so it cannot be absent")
 @needs_gcc
 def test_nvml_without_libcuda(host):

@@ -85,17 +85,30 @@ int nvmlDeviceGetMemoryInfo(void *device, nvmlMemory_t *memory) {
 NVML_FILE = "libnvidia-ml.so.550.90.07"
 
 
-def _module_line(version: str) -> str:
-    return (f"NVRM version: NVIDIA UNIX x86_64 Kernel Module  {version}  "
-            "Tue Mar  5 22:23:56 UTC 2024\nGCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n")
+# Shared with test_doctor and the GPU integration tests: one fake driver for all of them.
+
+def module_line(version: str, open_module: bool = False) -> str:
+    """proc/driver/nvidia/version as the kernel module of ``version`` writes it."""
+    kind = ("NVIDIA UNIX Open Kernel Module for x86_64" if open_module
+            else "NVIDIA UNIX x86_64 Kernel Module")
+    return (f"NVRM version: {kind}  {version}  Tue Mar  5 22:23:56 UTC 2024\n"
+            "GCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n")
 
 
-def _loadable_on_this_host(name: str) -> bool:
+def loadable_on_this_host(name: str) -> bool:
     try:
         ctypes.CDLL(name)
     except OSError:
         return False
     return True
+
+
+def compile_stub(source: str, out: Path, soname: str) -> None:
+    """A stub driver library from C ``source`` (such as STUB_CUDA), with its soname."""
+    c_file = out.with_name(out.name + ".c")
+    c_file.write_text(source)
+    subprocess.run(["gcc", "-shared", "-fPIC", f"-Wl,-soname,{soname}", "-o", str(out),
+                    str(c_file)], check=True)
 
 
 @pytest.fixture(scope="module")
@@ -108,18 +121,13 @@ def built(tmp_path_factory) -> dict[str, Path]:
     stage = base / "stage"
     subprocess.run(["make", "-C", str(source), "install", f"DESTDIR={stage}", "prefix=/usr"],
                    check=True, capture_output=True)
-    for name, text in (("cuda.c", STUB_CUDA), ("nvml.c", STUB_NVML)):
-        (base / name).write_text(text)
     both, cuda_only, nvml_only = base / "both", base / "cuda-only", base / "nvml-only"
     for d in (both, cuda_only, nvml_only):
         d.mkdir()
-    def shared(c_file: str, out: Path, soname: str) -> None:
-        subprocess.run(["gcc", "-shared", "-fPIC", f"-Wl,-soname,{soname}", "-o", str(out),
-                        str(base / c_file)], check=True)
     for d in (both, cuda_only):
-        shared("cuda.c", d / "libcuda.so.1", "libcuda.so.1")
+        compile_stub(STUB_CUDA, d / "libcuda.so.1", "libcuda.so.1")
     for d in (both, nvml_only):
-        shared("nvml.c", d / NVML_FILE, "libnvidia-ml.so.1")
+        compile_stub(STUB_NVML, d / NVML_FILE, "libnvidia-ml.so.1")
         (d / "libnvidia-ml.so.1").symlink_to(NVML_FILE)
     bin_dir = base / "bin"
     bin_dir.mkdir()
@@ -136,7 +144,7 @@ def check(built, tmp_path, *, module: str | None = "550.54.15", cuda: str | None
     root = tmp_path / "root"
     if module is not None:
         (root / "proc" / "driver" / "nvidia").mkdir(parents=True)
-        (root / "proc" / "driver" / "nvidia" / "version").write_text(_module_line(module))
+        (root / "proc" / "driver" / "nvidia" / "version").write_text(module_line(module))
     else:
         root.mkdir()
     called = tmp_path / "nvidia-smi-called"
@@ -175,14 +183,14 @@ def test_no_kernel_module_is_no_gpu(built, tmp_path):
         2, f"no GPU visible: no NVIDIA kernel module ({path} not found)")
 
 
-@pytest.mark.skipif(_loadable_on_this_host("libcuda.so.1"),
+@pytest.mark.skipif(loadable_on_this_host("libcuda.so.1"),
                     reason="this host has a real libcuda.so.1, so it cannot be absent")
 def test_no_libcuda_is_no_gpu(built, tmp_path):
     assert check(built, tmp_path, libs="nvml-only") == (
         2, "no GPU visible: libcuda.so.1 not loadable (driver libraries not injected)")
 
 
-@pytest.mark.skipif(_loadable_on_this_host("libnvidia-ml.so.1"),
+@pytest.mark.skipif(loadable_on_this_host("libnvidia-ml.so.1"),
                     reason="this host has a real libnvidia-ml.so.1, so it cannot be absent")
 def test_no_nvml_is_no_gpu(built, tmp_path):
     assert check(built, tmp_path, libs="cuda-only") == (

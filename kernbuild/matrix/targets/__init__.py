@@ -46,18 +46,25 @@ class DockerTarget(Target):
 
     def __init__(self, connect) -> None:
         self.connect = connect
+        self._gpu_options: dict | None = None
+
+    def gpu_options(self, client) -> dict:
+        """The engine's way of handing over GPUs, asked once, not before every step."""
+        if self._gpu_options is None:
+            from kernbuild.images.gpu import docker_gpu_options
+
+            self._gpu_options = docker_gpu_options(client)
+        return self._gpu_options
 
     def run(self, image: str, command: str, scratch: Path, timeout: int) -> StepRecord:
         from requests.exceptions import ConnectionError as Unanswered, ReadTimeout
-
-        from kernbuild.images.gpu import docker_gpu_options
 
         client = self.connect()
         started = time.monotonic()
         container = client.containers.run(
             image, ["sh", "-c", command], detach=True, working_dir=SCRATCH,
             volumes={str(scratch): {"bind": SCRATCH, "mode": "rw"}},
-            labels={"kernbuild": "matrix"}, **(docker_gpu_options(client) if self.gpu else {}))
+            labels={"kernbuild": "matrix"}, **(self.gpu_options(client) if self.gpu else {}))
         timed_out = False
         try:
             try:
