@@ -13,12 +13,22 @@ A recipe names its source in one of five ways (``recipe.source.kind``):
 ``url``
     An archive (tar, tar.gz/tgz, tar.xz, tar.bz2, zip) verified against ``sha256``.
 ``git``
-    A repository checked out at a full commit id; ``.git`` is removed.
+    A repository at a full commit id: the tarball ``<name>-<commit>.tar.gz`` from
+    a source mirror, verified against the recipe's ``sha256``, or else a clone
+    checked out at the commit, with ``.git`` removed.
 ``path``
     A local directory (copied) or archive file (unpacked).
 
 The recipe's ``sha256`` is the authority for every remote source: a download
 that does not match it is deleted and refused with both sums, never used.
+
+Source mirrors are local directories of upstream files for hosts that cannot
+reach an upstream (GitHub, from these build machines). They are searched, by
+file name, before the network, as Yocto's premirrors are: the tarball of a
+``git`` source as ``<name>-<commit>.tar.gz`` (``git archive`` output; ``name``
+is the repository's or the recipe's), the file of a ``url`` source by its
+name. A mirror's file is verified against the recipe's ``sha256`` like a
+download, so a tampered one is refused, never used.
 
 Cache layout under ``root`` (``Workspace.sources``)::
 
@@ -59,7 +69,8 @@ from pathlib import Path
 
 from kernbuild import __version__
 from kernbuild.errors import KernError
-from kernbuild.recipe.model import Recipe
+from kernbuild.recipe.model import Recipe, SuiteSettings
+from kernbuild.workspace import Workspace
 
 #: ``progress(label, bytes_done, bytes_total_or_None)``, called while downloading.
 Progress = Callable[[str, int, int | None], None]
@@ -107,6 +118,24 @@ class FetchedSource:
     files: tuple[Path, ...]
 
 
+@dataclass(frozen=True)
+class SourceLocation:
+    """Where a recipe's source would come from now (:meth:`SourceCache.locate`).
+
+    Attributes:
+        where: ``cache``, ``mirror`` (a source mirror), ``network``, ``local``
+            (a ``path`` source), ``none`` (a metapackage) or ``missing``.
+        detail: the file, URL or, when missing, why.
+    """
+
+    where: str
+    detail: str
+
+    @property
+    def available(self) -> bool:
+        return self.where != "missing"
+
+
 class SourceCache:
     """Fetches recipes' sources into a content-addressed cache under ``root``.
 
@@ -124,12 +153,28 @@ class SourceCache:
 
     def __init__(self, root: Path, mirror: str = DEFAULT_MIRROR,
                  progress: Progress | None = None, *, pypi: str = DEFAULT_PYPI,
-                 timeout: float = DEFAULT_TIMEOUT) -> None:
+                 timeout: float = DEFAULT_TIMEOUT,
+                 source_mirrors: tuple[Path, ...] = ()) -> None:
         self.root = Path(root)
         self.mirror = mirror.rstrip("/")
         self.progress = progress
         self.pypi = pypi.rstrip("/")
         self.timeout = timeout
+        self.source_mirrors = tuple(Path(m) for m in source_mirrors)
+
+    @classmethod
+    def for_workspace(cls, workspace: Workspace, settings: SuiteSettings,
+                      progress: Progress | None = None) -> SourceCache:
+        """The cache of ``workspace`` with the suite's Debian mirror and every source mirror.
+
+        Source mirrors given on the command line or in ``KERNBUILD_SOURCE_MIRROR``
+        (``workspace.source_mirrors``) come first, then the suite's
+        ``source_mirrors`` (relative to the recipe directory).
+        """
+        suite_mirrors = tuple(workspace.recipes / Path(m).expanduser()
+                              for m in settings.source_mirrors)
+        return cls(workspace.sources, mirror=settings.mirror, progress=progress,
+                   source_mirrors=workspace.source_mirrors + suite_mirrors)
 
     @property
     def blobs(self) -> Path:
@@ -157,13 +202,67 @@ class SourceCache:
         kind = recipe.source.kind
         if kind == "none":
             return _EMPTY_TREE_KEY
-        if kind == "git":
-            return _commit(recipe)
+        if kind == "git":  # a pinned tarball names its bytes; else the commit does
+            commit = _commit(recipe)
+            return recipe.source.sha256 or commit
         if kind == "path":
             path = _local_path(recipe)
             return file_sha256(path) if path.is_file() else self._path_tree_hash(path)
         if kind in ("pypi", "debian", "url"):
             return _pinned_sha256(recipe)
+        raise _unknown_kind(recipe)
+
+    def locate(self, recipe: Recipe) -> SourceLocation:
+        """Where :meth:`fetch` would get ``recipe``'s source now, downloading nothing.
+
+        The cache and the source mirrors are looked at first, as fetch does; the
+        network is only asked whether it has the file (PyPI's JSON, an HTTP HEAD,
+        ``git ls-remote``), so this answers in about a second per recipe.
+        """
+        kind, sha = recipe.source.kind, recipe.source.sha256
+        if kind == "none":
+            return SourceLocation("none", "a metapackage has no source")
+        if kind == "path":
+            path = Path(recipe.source.ref)
+            return SourceLocation("local" if path.exists() else "missing", str(path))
+        if sha and self._cached_blob(sha):
+            return SourceLocation("cache", str(self.blobs / sha))
+        if kind == "git" and (self.trees / _commit(recipe)).is_dir():
+            return SourceLocation("cache", str(self.trees / _commit(recipe)))
+        names = (_mirror_names(recipe, _commit(recipe)) if kind == "git"
+                 else [_url_name(recipe.source.ref)] if kind == "url" else [])
+        for directory in self.source_mirrors if sha else ():
+            for name in names:
+                if (directory / name).is_file():
+                    return SourceLocation("mirror", str(directory / name))
+        try:
+            return SourceLocation("network", self._probe(recipe))
+        except KernError as exc:
+            return SourceLocation("missing", exc.message)
+
+    def _probe(self, recipe: Recipe) -> str:
+        """The URL the network has ``recipe``'s source at; KernError if it has not."""
+        kind, ref = recipe.source.kind, recipe.source.ref
+        if kind == "pypi":
+            return self._pypi_sdist(recipe, _pinned_sha256(recipe))[0]
+        if kind == "url":
+            self._open(ref, recipe, method="HEAD").close()
+            return ref
+        if kind == "debian":
+            name = f"{ref}_{(recipe.source.version or '').split(':', 1)[-1]}.dsc"
+            prefix = ref[:4] if ref.startswith("lib") else ref[0]
+            for area in _DEBIAN_AREAS:
+                url = f"{self.mirror}/pool/{area}/{prefix}/{ref}/{name}"
+                try:
+                    self._open(url, recipe, method="HEAD").close()
+                    return url
+                except _NotFound:
+                    continue
+            raise KernError(f"{name} is not on the mirror {self.mirror}")
+        if kind == "git":
+            self._git(recipe, ["git", "ls-remote", "--exit-code", "--", ref, "HEAD"],
+                      f"cannot reach {ref}", "", timeout=self.timeout)
+            return ref
         raise _unknown_kind(recipe)
 
     def fetch(self, recipe: Recipe) -> FetchedSource:
@@ -193,9 +292,17 @@ class SourceCache:
     def _fetch_url(self, recipe: Recipe) -> tuple[str, Path, tuple[Path, ...]]:
         sha = _pinned_sha256(recipe)
         url = recipe.source.ref
-        blob = self._cached_blob(sha) or self._download(
-            url, sha, recipe, label=_url_name(url), expected_from=str(recipe.path),
-            hint=_recipe_mismatch_hint(recipe))
+        name = _url_name(url)
+        blob = self._cached_blob(sha) or self._from_source_mirrors(recipe, [name], sha)
+        if blob is None:
+            try:
+                blob = self._download(url, sha, recipe, label=name,
+                                      expected_from=str(recipe.path),
+                                      hint=_recipe_mismatch_hint(recipe))
+            except _Unreachable as exc:
+                raise self._missing_everywhere(recipe, exc, [name],
+                                               f"having fetched {url} where it is reachable"
+                                               ) from None
         tree = self._tree(sha, lambda tmp: extract_archive(blob, tmp / "x", label=url))
         return sha, tree, (blob,)
 
@@ -325,13 +432,28 @@ class SourceCache:
     def _fetch_git(self, recipe: Recipe) -> tuple[str, Path, tuple[Path, ...]]:
         commit = _commit(recipe)
         repo = recipe.source.ref
+        sha = recipe.source.sha256
+        names = _mirror_names(recipe, commit)
+        blob = sha and (self._cached_blob(sha)
+                        or self._from_source_mirrors(recipe, names, sha))
+        if blob:
+            tree = self._tree(sha, lambda tmp: extract_archive(blob, tmp / "x", label=names[0]))
+            return sha, tree, (blob,)
 
         def checkout(tmp: Path) -> Path:
             work = tmp / "src"
             # "--" keeps a repository URL that starts with "-" from being read as an option.
-            self._git(recipe, ["git", "clone", "--quiet", "--no-checkout", "--", repo,
-                               str(work)], f"cannot clone {repo}",
-                      f"check 'git' in {recipe.path}; the repository must be reachable")
+            try:
+                self._git(recipe, ["git", "clone", "--quiet", "--no-checkout", "--", repo,
+                                   str(work)], f"cannot clone {repo}",
+                          f"check 'git' in {recipe.path}; the repository must be reachable")
+            except KernError as exc:
+                version = recipe.version
+                raise self._missing_everywhere(
+                    recipe, exc, names,
+                    f"having made it where {repo} is reachable (git archive --format=tar "
+                    f"--prefix={names[0].rsplit('-', 1)[0]}-{version}/ {commit} "
+                    f"| gzip -n -9 > {names[0]})") from None
             self._git(recipe, ["git", "-c", "advice.detachedHead=false", "-c",
                                "core.autocrlf=false", "checkout", "--quiet", commit],
                       f"commit {commit} is not in {repo}",
@@ -343,16 +465,47 @@ class SourceCache:
         tree = self._tree(commit, checkout)
         return tree_hash(tree), tree, ()
 
+    def _from_source_mirrors(self, recipe: Recipe, names: list[str], sha: str) -> Path | None:
+        """The first of ``names`` found in a source mirror, verified into the cache, or None.
+
+        A file that is there but does not match ``sha`` is refused, not skipped:
+        a mirror that serves a different file is broken or tampered with.
+        """
+        for directory in self.source_mirrors:
+            for name in names:
+                path = directory / name
+                if path.is_file():
+                    return self._download(
+                        path.resolve().as_uri(), sha, recipe, label=name,
+                        expected_from=str(recipe.path),
+                        hint=f"the source mirror's {path} is not the file {recipe.path} "
+                             "pins: replace it with upstream's, or, if upstream re-released "
+                             "it on purpose, update sha256 in the recipe")
+        return None
+
+    def _missing_everywhere(self, recipe: Recipe, failure: KernError, names: list[str],
+                            how: str) -> KernError:
+        """Neither the network nor a source mirror has the source: say how to supply it."""
+        looked = (f"looked in {', '.join(str(d) for d in self.source_mirrors)}"
+                  if self.source_mirrors else "none is configured")
+        return KernError(
+            f"{recipe.path}: the source of {recipe.name} cannot be fetched: "
+            f"{failure.message}; and no source mirror has {names[0]} ({looked})",
+            f"{failure.hint}; or, {how}, put it in a directory given by --source-mirror DIR, "
+            f"KERNBUILD_SOURCE_MIRROR or 'source_mirrors:' in suite.yaml")
+
     def _git(self, recipe: Recipe, args: list[str], message: str, hint: str,
-             cwd: Path | None = None) -> None:
+             cwd: Path | None = None, timeout: float | None = None) -> None:
         # Never prompt for credentials: a build must fail, not hang.
         env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
         try:
             result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True,
-                                    check=False)
+                                    check=False, timeout=timeout)
         except FileNotFoundError:
             raise KernError(f"{recipe.path}: a git source needs the 'git' program",
                             "install git (apt-get install git)") from None
+        except subprocess.TimeoutExpired:
+            raise KernError(f"{message}: no answer in {timeout:g} s", hint) from None
         if result.returncode != 0:
             detail = (result.stderr.strip().splitlines() or ["git failed"])[-1]
             raise KernError(f"{message}: {detail}", hint)
@@ -447,7 +600,7 @@ class SourceCache:
                         done += len(chunk)
                         self._report(label, done, total)
                 except (OSError, http.client.HTTPException) as exc:
-                    raise KernError(f"download of {url} failed: {self._reason(exc)}",
+                    raise _Unreachable(f"download of {url} failed: {self._reason(exc)}",
                                     "try again; check the network connection") from None
             actual = digest.hexdigest()
             if actual != expected:
@@ -464,14 +617,14 @@ class SourceCache:
             tmp.unlink(missing_ok=True)
             raise
 
-    def _open(self, url: str, recipe: Recipe) -> http.client.HTTPResponse:
+    def _open(self, url: str, recipe: Recipe, method: str = "GET") -> http.client.HTTPResponse:
         """Open ``url`` for reading: the only place that touches the network.
 
         Raises:
             _NotFound: HTTP 404 (callers turn it into a message of their own).
-            KernError: any other failure, with the URL and a hint.
+            _Unreachable: any other failure, with the URL and a hint.
         """
-        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT}, method=method)
         hint = (f"check the network connection and the source in {recipe.path} "
                 "(proxies are read from http_proxy/https_proxy)")
         try:
@@ -481,16 +634,16 @@ class SourceCache:
             if exc.code == 404:
                 raise _NotFound(f"not found (HTTP 404): {url}",
                                 f"check the source in {recipe.path}") from None
-            raise KernError(f"cannot download {url}: HTTP {exc.code} {exc.reason}",
-                            hint) from None
+            raise _Unreachable(f"cannot download {url}: HTTP {exc.code} {exc.reason}",
+                               hint) from None
         except urllib.error.URLError as exc:
             if isinstance(exc.reason, FileNotFoundError):  # file:// mirrors
                 raise _NotFound(f"not found: {url}", f"check the source in {recipe.path}") \
                     from None
-            raise KernError(f"cannot download {url}: {self._reason(exc.reason)}", hint) \
+            raise _Unreachable(f"cannot download {url}: {self._reason(exc.reason)}", hint) \
                 from None
         except (OSError, http.client.HTTPException, ValueError) as exc:
-            raise KernError(f"cannot download {url}: {self._reason(exc)}", hint) from None
+            raise _Unreachable(f"cannot download {url}: {self._reason(exc)}", hint) from None
 
     def _reason(self, exc: object) -> str:
         if isinstance(exc, TimeoutError):
@@ -502,7 +655,11 @@ class SourceCache:
             self.progress(label, done, total)
 
 
-class _NotFound(KernError):
+class _Unreachable(KernError):
+    """The network did not deliver a file (any failure but a checksum mismatch)."""
+
+
+class _NotFound(_Unreachable):
     """HTTP 404: lets callers try elsewhere or explain what is missing."""
 
 
@@ -798,6 +955,18 @@ def _unknown_kind(recipe: Recipe) -> KernError:
 def _recipe_mismatch_hint(recipe: Recipe) -> str:
     return (f"if upstream re-released the file on purpose, update sha256 in {recipe.path}; "
             "otherwise the download was tampered with")
+
+
+def _mirror_names(recipe: Recipe, commit: str) -> list[str]:
+    """File names a source mirror may hold a git source's tarball under.
+
+    ``<repository>-<commit>.tar.gz`` (the repository's name as upstream spells
+    it and in lower case), then ``<recipe>-<commit>.tar.gz``.
+    """
+    repository = posixpath.basename(recipe.source.ref.rstrip("/"))
+    repository = repository.removesuffix(".git")
+    names = [f"{n}-{commit}.tar.gz" for n in (repository, repository.lower(), recipe.name) if n]
+    return list(dict.fromkeys(names))
 
 
 def _url_name(url: str) -> str:

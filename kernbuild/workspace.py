@@ -17,6 +17,8 @@ class Workspace:
 
     recipes: Path
     state: Path
+    # Source mirrors named by --source-mirror or KERNBUILD_SOURCE_MIRROR, searched first.
+    source_mirrors: tuple[Path, ...] = ()
 
     @property
     def sources(self) -> Path:

@@ -35,7 +35,7 @@ def open_builder(workspace: Workspace, suite: Suite, jobs: int = 1,
     env = environment.ensure(client, suite.settings, workspace.images, say)
     return PackageBuilder(
         suite=suite, workspace=workspace, environment=env,
-        sources=SourceCache(workspace.sources, mirror=suite.settings.mirror),
+        sources=SourceCache.for_workspace(workspace, suite.settings),
         repo=open_repository(workspace, suite), connect=engine.connect, jobs=jobs,
         report=report)
 

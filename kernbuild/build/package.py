@@ -25,7 +25,7 @@ import subprocess
 import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -87,7 +87,7 @@ class PackageBuilder:
             digest = hashlib.sha256()
             # The rendered debian/ tree is a function of the recipe, the suite settings and
             # the renderer: hash those rather than render (a no-op run stays fast).
-            settings = json.dumps(asdict(self.suite.settings), sort_keys=True)
+            settings = json.dumps(self.suite.settings.build_inputs(), sort_keys=True)
             for part in (BUILD_FORMAT, recipe.fingerprint(), settings, debian.renderer_digest(),
                          self.sources.key(recipe), self.environment.image_id):
                 digest.update(part.encode() + b"\0")

@@ -62,12 +62,26 @@ class SuiteSettings:
     base: str = "trixie"
     signing_key: str | None = None
     gpu: GpuSettings = field(default_factory=GpuSettings)
+    # Where sources unreachable from here are found; not a build input (see build_inputs).
+    source_mirrors: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "SuiteSettings":
         data = dict(data or {})
         data["gpu"] = GpuSettings.from_dict(data.get("gpu"))
+        if "source_mirrors" in data:
+            data["source_mirrors"] = tuple(data["source_mirrors"])
         return cls(**data)
+
+    def build_inputs(self) -> dict[str, Any]:
+        """The settings that decide what a build produces, for build keys.
+
+        Source mirrors only say where verified sources are found, so moving one
+        rebuilds nothing.
+        """
+        inputs = asdict(self)
+        del inputs["source_mirrors"]
+        return inputs
 
     @property
     def repo_distribution(self) -> str:
@@ -116,6 +130,7 @@ class BinaryPackage:
     description: str = ""
     relations: dict[str, tuple[str, ...]] = field(default_factory=dict)  # Depends, Provides...
     files: tuple[str, ...] = ()
+    readme_debian: str = ""  # debian/<name>.README.Debian, which dh_installdocs installs
 
 
 @dataclass(frozen=True)
@@ -229,6 +244,7 @@ class Recipe:
                 description=spec.get("description", raw["description"]),
                 relations={k: tuple(spec[k]) for k in RELATION_FIELDS if k in spec},
                 files=tuple(spec.get("files", ())),
+                readme_debian=spec.get("readme_debian", ""),
             )
             for name, spec in ((n, s or {}) for n, s in raw["packages"].items())
         )
@@ -374,6 +390,10 @@ class Suite:
                             f"did you mean {close[0]!r}?" if close
                             else "run 'kernbuild graph' to list the suite's recipes")
         return recipe
+
+    def names_with_variant(self, variant: str | None = None) -> list[str]:
+        """Every recipe's name, or with ``variant`` those of the recipes that have it."""
+        return [r.name for r in self.recipes if variant is None or variant in r.variants]
 
     def with_variant(self, name: str, variant: str) -> tuple["Suite", Recipe]:
         """This suite plus recipe ``name`` built as its ``variant``, and that recipe."""

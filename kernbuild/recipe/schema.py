@@ -304,6 +304,8 @@ PACKAGE = Map(keys={
     "conflicts": Key(DEPENDS),
     "replaces": Key(DEPENDS),
     "files": Key(List(Str(re.compile(r"^[^/]"), "a path relative to the install root"))),
+    "readme_debian": Key(Str(), doc="installed as /usr/share/doc/<package>/README.Debian: "
+                                    "what this packaging changes or leaves out, and why"),
 })
 
 SMOKE_STEP = Map(keys={"run": Key(Str(), required=True, doc="a command run with sh -c")})
@@ -444,6 +446,10 @@ SUITE = Map(keys={
     "signing_key": Key(Str(re.compile(r"^(0x)?[0-9A-Fa-f ]{16,}$"), "a GPG key fingerprint"),
                        doc="the repository's signing key, imported into the state's gnupg "
                            "home; without it kernbuild makes one on first use"),
+    "source_mirrors": Key(List(Str(re.compile(r"^\S"), "a directory")),
+                          doc="directories of upstream files (git archive tarballs named "
+                              "<name>-<commit>.tar.gz, url sources by file name), searched "
+                              "before the network; relative to the recipe directory"),
     "gpu": Key(Map(keys={
         "cuda": Key(Str(re.compile(r"^[0-9]+\.[0-9]+$"), "a CUDA release such as 12.4"),
                     doc="the CUDA release of GPU images' runtime layer"),

@@ -544,6 +544,99 @@ def test_git_missing_repository_is_refused(tmp_path: Path,
         SourceCache(tmp_path / "cache").fetch(recipe)
 
 
+# --- source mirrors ------------------------------------------------------------------------
+
+COMMIT = "934efe7a05ed85e921fbd94b365bfb87c7b050cb"
+UNREACHABLE = "https://github.invalid/lofar-astron/Prefactor.git"  # as GitHub is from here
+
+
+def mirror_with(tmp_path: Path, name: str, data: bytes) -> Path:
+    mirror = tmp_path / "mirror"
+    mirror.mkdir(exist_ok=True)
+    (mirror / name).write_bytes(data)
+    return mirror
+
+
+def test_git_source_from_a_mirror_without_the_network(tmp_path: Path) -> None:
+    archive = make_tar({"prefactor-3.2/setup.py": b"# prefactor\n"})
+    mirror = mirror_with(tmp_path, f"prefactor-{COMMIT}.tar.gz", archive)
+    recipe = write_recipe(tmp_path, {"git": UNREACHABLE, "commit": COMMIT,
+                                     "sha256": sha256(archive)}, name="prefactor")
+    cache = SourceCache(tmp_path / "cache", source_mirrors=(mirror,))
+
+    fetched = cache.fetch(recipe)
+
+    assert (fetched.tree / "setup.py").read_bytes() == b"# prefactor\n"
+    assert fetched.sha256 == sha256(archive) == cache.key(recipe)
+    assert (tmp_path / "cache" / "blobs" / sha256(archive)).read_bytes() == archive
+    shutil.rmtree(mirror)  # now served from the cache
+    assert SourceCache(tmp_path / "cache").fetch(recipe) == fetched
+
+
+def test_url_source_from_a_mirror_by_file_name(tmp_path: Path) -> None:
+    archive = make_tar(RELEASE)
+    mirror = mirror_with(tmp_path, "demo-1.0.tar.gz", archive)
+    recipe = write_recipe(tmp_path, {"url": "http://127.0.0.1:9/dl/demo-1.0.tar.gz",
+                                     "sha256": sha256(archive)})
+    fetched = SourceCache(tmp_path / "cache", source_mirrors=(mirror,)).fetch(recipe)
+    assert fetched.sha256 == sha256(archive)
+
+
+def test_a_tampered_mirror_file_is_refused(tmp_path: Path) -> None:
+    archive = make_tar({"prefactor-3.2/setup.py": b"# prefactor\n"})
+    tampered = bytearray(archive)
+    tampered[len(tampered) // 2] ^= 0x01  # one byte changed
+    mirror = mirror_with(tmp_path, f"prefactor-{COMMIT}.tar.gz", bytes(tampered))
+    recipe = write_recipe(tmp_path, {"git": UNREACHABLE, "commit": COMMIT,
+                                     "sha256": sha256(archive)}, name="prefactor")
+    with pytest.raises(KernError) as caught:
+        SourceCache(tmp_path / "cache", source_mirrors=(mirror,)).fetch(recipe)
+    message = caught.value.message
+    assert "sha256 mismatch" in message and f"prefactor-{COMMIT}.tar.gz" in message
+    assert sha256(archive) in message and sha256(bytes(tampered)) in message
+    assert "source mirror" in caught.value.hint
+    assert not (tmp_path / "cache" / "blobs").exists() or \
+        list((tmp_path / "cache" / "blobs").iterdir()) == []
+    assert trees(tmp_path / "cache") == [] and leftovers(tmp_path / "cache") == []
+
+
+@pytest.mark.parametrize("with_mirror", [False, True])
+def test_a_source_in_no_mirror_says_how_to_supply_it(tmp_path: Path, with_mirror: bool) -> None:
+    mirrors = (mirror_with(tmp_path, "unrelated.tar.gz", b"x"),) if with_mirror else ()
+    recipe = write_recipe(tmp_path, {"git": UNREACHABLE, "commit": COMMIT,
+                                     "sha256": "a" * 64}, name="prefactor", version="3.2")
+    with pytest.raises(KernError) as caught:
+        SourceCache(tmp_path / "cache", source_mirrors=mirrors).fetch(recipe)
+    message, hint = caught.value.message, caught.value.hint
+    assert UNREACHABLE in message and f"Prefactor-{COMMIT}.tar.gz" in message
+    assert (str(mirrors[0]) if with_mirror else "none is configured") in message
+    assert f"git archive --format=tar --prefix=Prefactor-3.2/ {COMMIT}" in hint
+    assert "--source-mirror" in hint and "KERNBUILD_SOURCE_MIRROR" in hint
+    assert trees(tmp_path / "cache") == []
+
+
+def test_the_mirror_file_may_carry_the_lower_case_or_recipe_name(tmp_path: Path) -> None:
+    archive = make_tar({"x-1/a": b"a"})
+    mirror = mirror_with(tmp_path, f"prefactor-{COMMIT}.tar.gz", archive)  # repo: Prefactor
+    recipe = write_recipe(tmp_path, {"git": UNREACHABLE, "commit": COMMIT,
+                                     "sha256": sha256(archive)}, name="lofar-prefactor")
+    assert SourceCache(tmp_path / "cache", source_mirrors=(mirror,)).fetch(recipe).sha256 \
+        == sha256(archive)
+
+
+def test_source_mirrors_come_from_the_workspace_then_the_suite(tmp_path: Path) -> None:
+    from kernbuild.recipe.model import SuiteSettings
+    from kernbuild.workspace import Workspace
+
+    ws = Workspace(tmp_path / "recipes", tmp_path / "state", (tmp_path / "cli",))
+    settings = SuiteSettings.from_dict({"source_mirrors": ["../../shared/sources"]})
+    cache = SourceCache.for_workspace(ws, settings)
+    assert cache.source_mirrors == (tmp_path / "cli",
+                                    tmp_path / "recipes" / "../../shared/sources")
+    # Where verified sources are found is not a build input.
+    assert settings.build_inputs() == SuiteSettings().build_inputs()
+
+
 # --- debian ------------------------------------------------------------------------------
 
 
