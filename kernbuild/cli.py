@@ -8,6 +8,7 @@ printed as one message with a hint and exit status 1; listing commands take
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 import threading
@@ -28,8 +29,12 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 repo_app = typer.Typer(no_args_is_help=True, help="The suite's signed apt repository.")
 app.add_typer(repo_app, name="repo")
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)  # one diagnostic, one line: greppable
+# Off a terminal (a CI log, a pipe) rich would assume 80 columns and cut names short
+# ("katpoi…"): give tables the room to show them whole.
+_LOG_WIDTH = 240
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else _LOG_WIDTH)
+err = Console(stderr=True, soft_wrap=True,  # one diagnostic, one line: greppable
+              width=None if sys.stderr.isatty() else _LOG_WIDTH)
 
 JSON = typer.Option(False, "--json", help="Print JSON instead of a table.")
 
@@ -43,9 +48,17 @@ def _options(
                                          help="Where kernbuild keeps caches, builds and the "
                                               "repository (default: .kernbuild beside the "
                                               "recipe directory)."),
+    source_mirrors: list[Path] = typer.Option(
+        [], "--source-mirror", metavar="DIR",
+        help="A directory of upstream files (such as git archive tarballs named "
+             "<name>-<commit>.tar.gz), searched before the network; repeatable. "
+             "KERNBUILD_SOURCE_MIRROR holds more, separated by ':'."),
 ) -> None:
     recipes = recipes.resolve()
-    ctx.obj = Workspace(recipes, (state or recipes.parent / ".kernbuild").resolve())
+    from_env = [Path(p) for p in os.environ.get("KERNBUILD_SOURCE_MIRROR", "").split(os.pathsep)
+                if p]
+    ctx.obj = Workspace(recipes, (state or recipes.parent / ".kernbuild").resolve(),
+                        tuple(p.resolve() for p in [*source_mirrors, *from_env]))
 
 
 def _suite(ws: Workspace, paths: list[Path] | None = None):
@@ -152,6 +165,41 @@ def graph(ctx: typer.Context,
     out.print(table)
 
 
+SOURCE_STYLE = {"cache": "green", "mirror": "green", "network": "green", "local": "green",
+                "none": "dim", "missing": "bold red"}
+
+
+@app.command("suite")
+def suite_catalogue(ctx: typer.Context, as_json: bool = JSON) -> None:
+    """Every recipe: version, where its source comes from here, what is built, what needs it.
+
+    Exit status 1 when a recipe's source can be had neither from the cache, a source
+    mirror nor the network.
+    """
+    from kernbuild.catalogue import catalogue
+
+    entries = catalogue(ctx.obj, _suite(ctx.obj))
+    if as_json:
+        _print_json([e.to_json() for e in entries])
+    else:
+        table = Table("recipe", "version", "source", "from here", "build", "published",
+                      "packages", "needed by")
+        for e in entries:
+            table.add_row(e.name, e.version, e.source_kind,
+                          f"[{SOURCE_STYLE[e.source.where]}]{e.source.where}[/]",
+                          e.build_system, e.published or "[dim]-[/]", "\n".join(e.packages),
+                          ", ".join(e.needed_by) or "-")
+        out.print(table)
+        published = sum(1 for e in entries if e.published)
+        out.print(f"{len(entries)} recipes, {published} published")
+    missing = [e for e in entries if not e.source.available]
+    for e in missing:
+        err.print(f"error: {e.name}: source missing: {e.source.detail}", markup=False,
+                  highlight=False)
+    if missing:
+        raise typer.Exit(1)
+
+
 @app.command()
 def debianize(ctx: typer.Context, name: str,
               output: Path = typer.Option(..., "-o", "--output", help="Directory to write."),
@@ -171,7 +219,7 @@ def debianize(ctx: typer.Context, name: str,
         raise KernError(f"{output} exists and is not empty", "choose a new directory")
     tree = None
     if not debian_only:
-        tree = SourceCache(ws.sources, mirror=suite.settings.mirror).fetch(recipe).tree
+        tree = SourceCache.for_workspace(ws, suite.settings).fetch(recipe).tree
         shutil.copytree(tree, output, symlinks=True, dirs_exist_ok=True)
         shutil.rmtree(output / "debian", ignore_errors=True)
     debian.write(debian.render(recipe, suite.settings, tree), output)
@@ -213,7 +261,9 @@ STATE_STYLE = {"queued": "dim", "building": "yellow", "publishing": "cyan", "bui
 
 @app.command()
 def package(ctx: typer.Context,
-            names: list[str] = typer.Argument(..., help="Recipes to build (with what they need)."),
+            names: list[str] = typer.Argument(None, help="Recipes to build (with what they "
+                                                         "need) [default: the whole suite, or "
+                                                         "every recipe with --variant]."),
             jobs: int = typer.Option(1, "--jobs", "-j", min=1,
                                      help="Build up to N independent recipes at once."),
             force: bool = typer.Option(False, "--force", help="Rebuild even if cached."),
@@ -227,6 +277,7 @@ def package(ctx: typer.Context,
 
     ws: Workspace = ctx.obj
     suite = _suite(ws)
+    names = list(names or suite.names_with_variant(variant))
     if variant:
         for index, name in enumerate(names):
             suite, derived = suite.with_variant(name, variant)
@@ -282,7 +333,9 @@ def package(ctx: typer.Context,
 
 @app.command()
 def image(ctx: typer.Context,
-          names: list[str] = typer.Argument(..., help="Recipes to make images of."),
+          names: list[str] = typer.Argument(None, help="Recipes to make images of "
+                                                       "[default: every image of the suite, "
+                                                       "or every GPU image with --gpu]."),
           formats: list[str] = typer.Option(["docker"], "--format", "-f",
                                             help="docker, sif (a SIF beside the Docker image) "
                                                  "or sandbox (an unpacked tree for CVMFS); "
@@ -305,7 +358,7 @@ def image(ctx: typer.Context,
     image (--gpu) never holds the NVIDIA driver's libraries, and kern-gpu-check in it
     says whether this host's GPU can run it.
     """
-    from kernbuild.images import FORMATS, build_images, smoke_failures
+    from kernbuild.images import FORMATS, build_images, image_names, smoke_failures
 
     ws: Workspace = ctx.obj
     for form in formats:
@@ -318,7 +371,8 @@ def image(ctx: typer.Context,
         def report(recipe: str, state: str, detail: str) -> None:
             status.update(f"{recipe}: {state} {detail}".strip())
 
-        entries = build_images(ws, suite, names, formats=tuple(formats), output=output,
+        entries = build_images(ws, suite, names or image_names(suite, gpu=gpu),
+                               formats=tuple(formats), output=output,
                                cvmfs=cvmfs, jobs=jobs, gpu=gpu, report=report,
                                say=lambda text: err.print(text))
     failures = [(entry["tag"], form, result) for entry in entries

@@ -83,6 +83,9 @@ def render(recipe: Recipe, settings: SuiteSettings, tree: Path | None = None,
     if len(recipe.packages) > 1:
         for package in recipe.packages:
             files[f"debian/{package.name}.install"] = "".join(f + "\n" for f in package.files)
+    for package in recipe.packages:
+        if package.readme_debian:
+            files[f"debian/{package.name}.README.Debian"] = package.readme_debian.rstrip() + "\n"
     return files
 
 

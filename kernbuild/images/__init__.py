@@ -18,13 +18,19 @@ from kernbuild.images.writers import WRITERS, render_context
 from kernbuild.recipe.model import Suite
 
 
+def image_names(suite: Suite, gpu: bool = False) -> list[str]:
+    """The recipes the suite has images of: each with something to put in an image
+    (with ``gpu``, each of those with a gpu variant), by name."""
+    return [r.name for r in sorted(suite.recipes, key=lambda r: r.name)
+            if image_packages(r) and (not gpu or GPU_VARIANT in r.variants)]
+
+
 def suite_plans(suite: Suite) -> list[ImagePlan]:
     """A plan for every recipe that has something to put in an image, and a GPU plan
     for every recipe with a gpu variant."""
     base = base_tag(suite.settings)
-    recipes = [r for r in sorted(suite.recipes, key=lambda r: r.name) if image_packages(r)]
-    return [plan_image(suite, recipe, base) for recipe in recipes] + [
-        plan_gpu_image(suite, recipe, base) for recipe in recipes if GPU_VARIANT in recipe.variants]
+    return [plan_image(suite, suite.get(name), base) for name in image_names(suite)] + [
+        plan_gpu_image(suite, suite.get(name), base) for name in image_names(suite, gpu=True)]
 
 
 def render_suite(suite: Suite) -> dict[str, str]:

@@ -140,3 +140,79 @@ def test_matrix_filters_name_what_exists(suite_dir):
         result = kernbuild("test", *args, cwd=suite_dir.parent)
         assert result.returncode == 1, args
         assert f"error: {message}" in result.stderr and "Traceback" not in result.stderr
+
+
+def _git_recipe(suite_dir: Path, sha: str) -> Path:
+    commit = "934efe7a05ed85e921fbd94b365bfb87c7b050cb"
+    recipe = suite_dir / "gh.yaml"
+    recipe.write_text(recipe_text("gh").replace(
+        "  pypi: gh\n", "  git: https://github.invalid/upstream/gh\n"
+                        f"  commit: {commit}\n").replace("a" * 64, sha))
+    return recipe
+
+
+def _mirror(tmp_path: Path) -> tuple[Path, str]:
+    import hashlib
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        data = b"print('gh')\n"
+        info = tarfile.TarInfo("gh-1.0/gh.py")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "gh-934efe7a05ed85e921fbd94b365bfb87c7b050cb.tar.gz").write_bytes(buffer.getvalue())
+    return mirror, hashlib.sha256(buffer.getvalue()).hexdigest()
+
+
+def test_source_mirror_by_flag_and_by_variable(suite_dir, tmp_path):
+    mirror, sha = _mirror(tmp_path)
+    _git_recipe(suite_dir, sha)
+    by_flag = kernbuild("--source-mirror", str(mirror), "debianize", "gh", "-o",
+                        str(tmp_path / "a"), cwd=suite_dir.parent)
+    assert by_flag.returncode == 0, by_flag.stderr
+    assert (tmp_path / "a" / "gh.py").is_file() and (tmp_path / "a" / "debian").is_dir()
+    by_variable = kernbuild("debianize", "gh", "-o", str(tmp_path / "b"), cwd=suite_dir.parent,
+                            env={"KERNBUILD_SOURCE_MIRROR": f"/nonexistent:{mirror}",
+                                 "KERNBUILD_STATE": str(tmp_path / "fresh-state")})
+    assert by_variable.returncode == 0, by_variable.stderr
+
+
+def test_source_missing_everywhere_is_one_message(suite_dir, tmp_path):
+    _git_recipe(suite_dir, "b" * 64)
+    result = kernbuild("debianize", "gh", "-o", str(tmp_path / "out"), cwd=suite_dir.parent)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "https://github.invalid/upstream/gh" in result.stderr
+    assert "gh-934efe7a05ed85e921fbd94b365bfb87c7b050cb.tar.gz" in result.stderr
+    assert "--source-mirror" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_suite_lists_every_recipe_with_where_its_source_is(suite_dir, tmp_path):
+    mirror, sha = _mirror(tmp_path)
+    _git_recipe(suite_dir, sha)
+    (suite_dir / "meta.yaml").write_text(
+        "name: meta\nversion: '1'\nsummary: m\ndescription: m\nlicense: MIT\n"
+        "build: {system: none}\npackages: {meta: {depends: [python3-cc]}}\n")
+    # No network in unit tests: aa's source is a local directory, bb's and cc's are gone.
+    (tmp_path / "aa-src").mkdir()
+    for name, where in [("aa", "../aa-src"), ("bb", "../gone"), ("cc", "../gone")]:
+        path = suite_dir / f"{name}.yaml"
+        path.write_text(path.read_text().replace(f"  pypi: {name}\n", f"  path: {where}\n"))
+    result = kernbuild("--source-mirror", str(mirror), "suite", "--json", cwd=suite_dir.parent,
+                       env={"KERNBUILD_SOURCE_MIRROR": ""})
+    entries = {e["name"]: e for e in json.loads(result.stdout)}
+    assert set(entries) == {"aa", "bb", "cc", "gh", "meta"}
+    assert entries["gh"]["source"]["where"] == "mirror"
+    assert entries["meta"]["source"]["where"] == "none"
+    assert entries["aa"]["needed_by"] == ["bb", "cc", "meta"]
+    assert entries["cc"]["depends_on"] == ["bb"] and entries["cc"]["published"] is None
+    assert entries["aa"]["source"]["where"] == "local"
+    assert entries["bb"]["source"]["where"] == "missing"  # so the exit status is 1
+    assert result.returncode == 1
+    table = kernbuild("--source-mirror", str(mirror), "suite", cwd=suite_dir.parent)
+    assert "error: bb: source missing" in table.stderr and "Traceback" not in table.stderr
+    assert "5 recipes, 0 published" in table.stdout
