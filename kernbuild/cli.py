@@ -201,6 +201,46 @@ def suite_catalogue(ctx: typer.Context, as_json: bool = JSON) -> None:
 
 
 @app.command()
+def new(ctx: typer.Context,
+        name: str = typer.Argument(..., help="The PyPI project (with --pypi), or the new "
+                                             "recipe's name (with --debian)."),
+        version: Optional[str] = typer.Argument(None, help="The PyPI release or Debian "
+                                                          "source version [default: newest]."),
+        pypi: bool = typer.Option(False, "--pypi", help="From PyPI: the sdist's metadata."),
+        debian: Optional[str] = typer.Option(None, "--debian", metavar="SOURCE",
+                                             help="From a Debian source package."),
+        distribution: Optional[str] = typer.Option(None, "--distribution", "-d",
+                                                   help="Where the Debian source comes "
+                                                        "from, such as sid for a backport "
+                                                        "[default: the suite's]."),
+        force: bool = typer.Option(False, "--force", help="Replace an existing recipe."),
+        stdout: bool = typer.Option(False, "--stdout", help="Print the recipe, write "
+                                                            "nothing.")) -> None:
+    """Write a recipe from upstream's metadata: version, sha256, licence, dependencies.
+
+    Python requirements become Debian packages: the suite's own where it has a recipe,
+    Debian's where the suite's distribution has them; the rest are listed as missing.
+    What needs judgement is marked TODO in the file.
+    """
+    from kernbuild.recipe.new import new_recipe
+
+    with err.status(f"reading {name}'s metadata"):
+        made = new_recipe(ctx.obj, name, pypi=pypi, debian=debian, version=version,
+                          distribution=distribution, force=force)
+    if stdout:
+        sys.stdout.write(made.text)
+    else:
+        out.print(f"wrote {made.write()}", highlight=False)
+    for item in made.missing:
+        err.print(f"missing: {item}", markup=False, highlight=False)
+    for item in made.todo:
+        err.print(f"TODO: {item}", markup=False, highlight=False)
+    if not stdout:
+        out.print(f"next: edit what needs judgement, then kernbuild lint and "
+                  f"kernbuild package {made.path.stem}", highlight=False)
+
+
+@app.command()
 def debianize(ctx: typer.Context, name: str,
               output: Path = typer.Option(..., "-o", "--output", help="Directory to write."),
               debian_only: bool = typer.Option(False, "--debian-only",
