@@ -467,7 +467,7 @@ def smoke(ctx: typer.Context, name: str, as_json: bool = JSON) -> None:
     else:
         for r in results:
             mark = "[green]ok[/]" if r.ok else f"[bold red]exit {r.exit_code}[/]"
-            out.print(f"{mark} {r.command} ({r.seconds:.1f} s)", highlight=False)
+            out.print(f"{mark} {escape(r.command)} ({r.seconds:.1f} s)", highlight=False)
             if not r.ok or len(results) > 1 and r is not results[0]:
                 out.print(r.output.rstrip(), markup=False, highlight=False)
     if not all(r.ok for r in results):

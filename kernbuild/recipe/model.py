@@ -268,7 +268,9 @@ class Recipe:
                         tuple(raw["build"].get("configure", ())),
                         tuple((raw["build"].get("env") or {}).items())),
             packages=packages,
-            patches=tuple(Patch(Path(p).name, (doc.path.parent / p).read_text(encoding="utf-8"))
+            # newline="": a patch to a file with CRLF line endings keeps its CRs, or it
+            # would no longer apply.
+            patches=tuple(Patch(Path(p).name, _read_patch(doc.path.parent / p))
                           for p in raw.get("patches", ())),
             smoke=tuple(SmokeStep(step["run"]) for step in raw.get("smoke", ())),
             variants=variants, image_docs=(raw.get("image") or {}).get("docs", False),
@@ -349,6 +351,11 @@ class Recipe:
         data.pop("variants")
         blob = json.dumps(data, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()
+
+
+def _read_patch(path: Path) -> str:
+    with open(path, encoding="utf-8", newline="") as handle:
+        return handle.read()
 
 
 def _pipeline(raw: dict, name: str) -> Pipeline:
