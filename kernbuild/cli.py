@@ -460,7 +460,10 @@ def smoke(ctx: typer.Context, name: str, as_json: bool = JSON) -> None:
     if engine.image_id(client, base) is None:
         raise KernError(f"the base image {base} is missing", f"run 'kernbuild package {name}'")
     repo = open_repository(ws, suite)
-    results = run_smoke(client, base, repo, recipe, published_versions(repo, suite))
+    components = suite.components(recipe)
+    areas = (f"deb {suite.settings.mirror} {suite.settings.distribution} {' '.join(components)}"
+             if components else None)
+    results = run_smoke(client, base, repo, recipe, published_versions(repo, suite), areas)
     if as_json:
         _print_json([{"command": r.command, "exit_code": r.exit_code, "seconds": r.seconds,
                       "output": r.output} for r in results])

@@ -39,9 +39,12 @@ class StepResult:
 
 
 def run_smoke(client: "docker.DockerClient", base_image: str, repo: "AptRepository",
-              recipe: Recipe, versions: dict[str, str]) -> list[StepResult]:
+              recipe: Recipe, versions: dict[str, str],
+              areas: str | None = None) -> list[StepResult]:
     """Install ``recipe``'s packages at ``versions`` in a clean container and run its steps.
 
+    ``areas`` is a sources.list line for the Debian archive areas beyond main that
+    the packages need (non-free, say), which the base image's sources leave out.
     The first result is the installation itself; a failed installation stops there.
     """
     missing = [p.name for p in recipe.packages if p.name not in versions]
@@ -53,6 +56,8 @@ def run_smoke(client: "docker.DockerClient", base_image: str, repo: "AptReposito
         "/etc/apt/sources.list.d/kern.list":
             (repo.sources_line(f"file:{REPO_MOUNT}/current", KEYRING) + "\n").encode(),
     }
+    if areas:
+        apt_files["/etc/apt/sources.list.d/debian-areas.list"] = (areas + "\n").encode()
     packages = [f"{p.name}={versions[p.name]}" for p in recipe.packages]
     container = client.containers.run(
         base_image, ["sleep", "infinity"], detach=True,

@@ -29,6 +29,7 @@ SYSTEM_BUILD_DEPENDS = {
     "pybuild": ("dh-sequence-python3", "python3-all", "python3-setuptools",
                 "pybuild-plugin-pyproject"),
     "cmake": ("cmake",),
+    "meson": ("meson", "ninja-build"),
     "autotools": (),
     "make": (),
     "none": (),
@@ -176,6 +177,8 @@ def rules(recipe: Recipe, tree: Path | None = None) -> str:
     dh_options = {
         "pybuild": ["--buildsystem=pybuild"],
         "cmake": ["--buildsystem=cmake"],
+        # debhelper runs meson with --wrap-mode=nodownload: subprojects never download.
+        "meson": ["--buildsystem=meson"],
         "autotools": [],
         "make": ["--buildsystem=makefile"],
         "none": [],

@@ -53,6 +53,7 @@ class ImagePlan:
     docs: bool = False
     cuda: CudaRuntime | None = None  # a GPU image
     env: dict[str, str] = field(default_factory=dict)
+    components: tuple[str, ...] = ()  # Debian archive areas beyond main its packages need
 
     @property
     def packages(self) -> tuple[str, ...]:
@@ -86,6 +87,9 @@ def plan_gpu_image(suite: Suite, recipe: Recipe, base: str) -> ImagePlan:
         "debian", " ".join(gpu.components))
     runtime = Layer(tuple(gpu.runtime) + (GPU_CHECK,),
                     f"the CUDA {gpu.cuda} runtime and {GPU_CHECK}, shared by every GPU image")
+    if source[0] == "debian":  # --cuda debian adds these areas itself
+        plan = replace(plan, components=tuple(c for c in plan.components
+                                              if c not in gpu.components))
     return replace(
         plan, layers=(runtime, *plan.layers), cuda=CudaRuntime(source, gpu.cuda, gpu.runtime),
         labels={**plan.labels, "org.kernsuite.gpu": "true", "org.kernsuite.cuda": gpu.cuda},
@@ -134,7 +138,7 @@ def plan_image(suite: Suite, recipe: Recipe, base: str) -> ImagePlan:
         name=recipe.name, tag=image_tag(suite, recipe.name), base=base,
         distribution=settings.repo_distribution, repo_url=DEFAULT_REPO_URL,
         layers=tuple(layers), labels=labels, smoke=tuple(s.run for s in recipe.smoke),
-        docs=recipe.image_docs)
+        docs=recipe.image_docs, components=suite.components(recipe))
 
 
 def image_tag(suite: Suite, name: str) -> str:

@@ -34,7 +34,7 @@ def build_order(suite: "Suite", names: list[str] | None = None) -> list["Recipe"
     With ``names``, only those recipes and what they depend on, transitively.
     Ties are broken by name so the order is the same on every run.
     """
-    wanted = _closure(suite, [suite.get(n).name for n in names]) if names else set(suite.by_name)
+    wanted = closure(suite, [suite.get(n).name for n in names]) if names else set(suite.by_name)
     deps = {n: set(dependencies(suite, suite.by_name[n])) & wanted for n in wanted}
     order: list[str] = []
     ready = sorted(n for n, d in deps.items() if not d)
@@ -80,7 +80,8 @@ def reverse_dependencies(suite: "Suite", name: str) -> set[str]:
     return found
 
 
-def _closure(suite: "Suite", names: list[str]) -> set[str]:
+def closure(suite: "Suite", names: list[str]) -> set[str]:
+    """``names`` and every recipe they depend on, transitively."""
     seen: set[str] = set()
     stack = list(names)
     while stack:

@@ -224,6 +224,7 @@ class Recipe:
     image_docs: bool
     pipeline: Pipeline | None
     path: Path = field(compare=False)
+    components: tuple[str, ...] = ()  # Debian archive areas beyond main (non-free, ...)
     variant: Variant | None = None  # set on the recipe as_variant() derives
     document: "Document | None" = field(default=None, compare=False, repr=False)
 
@@ -274,6 +275,7 @@ class Recipe:
                           for p in raw.get("patches", ())),
             smoke=tuple(SmokeStep(step["run"]) for step in raw.get("smoke", ())),
             variants=variants, image_docs=(raw.get("image") or {}).get("docs", False),
+            components=tuple(raw.get("components", ())),
             pipeline=_pipeline(raw["pipeline"], raw["name"]) if "pipeline" in raw else None,
             path=doc.path, document=doc,
         )
@@ -397,6 +399,16 @@ class Suite:
                             f"did you mean {close[0]!r}?" if close
                             else "run 'kernbuild graph' to list the suite's recipes")
         return recipe
+
+    def components(self, recipe: Recipe) -> tuple[str, ...]:
+        """The Debian archive areas beyond main that installing ``recipe`` needs: its own
+        and those of every suite recipe it depends on, in the schema's order."""
+        from kernbuild.recipe.graph import closure, dependencies
+
+        # By the recipe's relations, not its name: a variant's recipe is not in the suite.
+        wanted = {c for name in closure(self, list(dependencies(self, recipe)))
+                  for c in self.by_name[name].components} | set(recipe.components)
+        return tuple(c for c in schema.COMPONENTS if c in wanted)
 
     def names_with_variant(self, variant: str | None = None) -> list[str]:
         """Every recipe's name, or with ``variant`` those of the recipes that have it."""

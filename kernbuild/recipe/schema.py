@@ -27,7 +27,9 @@ SHA256 = re.compile(r"^[0-9a-f]{64}$")
 SUBSTVAR = re.compile(r"\$\{[A-Za-z0-9:._-]+\}")
 GIT_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 ARCHITECTURE = re.compile(r"^(any|all|[a-z0-9-]+( [a-z0-9-]+)*)$")
-BUILD_SYSTEMS = ("pybuild", "cmake", "autotools", "make", "none")
+BUILD_SYSTEMS = ("pybuild", "cmake", "meson", "autotools", "make", "none")
+# Debian archive areas beyond main (which every build and image has).
+COMPONENTS = ("contrib", "non-free", "non-free-firmware")
 SOURCE_KINDS = ("pypi", "debian", "url", "git", "path")
 
 # A path into the YAML document, such as ("packages", "python3-losoto", "depends", 0).
@@ -365,6 +367,9 @@ RECIPE = Map(keys={
                    doc="applied in order on top of the upstream source"),
     "smoke": Key(List(SMOKE_STEP)),
     "pipeline": Key(PIPELINE, doc="a smoke workflow run in every image on every target"),
+    "components": Key(List(Str(choices=COMPONENTS)),
+                      doc="Debian archive areas beyond main that the recipe's build or run-time "
+                          "dependencies come from, such as non-free for PGPLOT"),
     "image": Key(Map(keys={"docs": Key(Bool(), doc="keep documentation, man pages and "
                                                     "translations in the image")})),
     "variants": Key(Dict(Str(re.compile(r"^[a-z][a-z0-9-]*$"), "lower-case, such as gpu"),

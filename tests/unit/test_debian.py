@@ -97,3 +97,12 @@ def test_write_makes_rules_executable(tmp_path):
     copyright_text = (tmp_path / "out/debian/copyright").read_text()
     assert "License: GPL-3+" in copyright_text
     assert list(Deb822.iter_paragraphs(copyright_text))[0]["Upstream-Name"] == "demo"
+
+
+def test_meson_projects_build_with_debhelpers_meson(tmp_path):
+    recipe = load(tmp_path, recipe_text("sky").replace("system: pybuild", "system: meson")
+                  .replace("architecture: all", "architecture: any"))
+    files = debian.render(recipe, SETTINGS)
+    assert "\tdh $@ --buildsystem=meson\n" in files["debian/rules"]
+    build_depends = Deb822(files["debian/control"].split("\n\n")[0])["Build-Depends"]
+    assert "meson" in build_depends and "ninja-build" in build_depends

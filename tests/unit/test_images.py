@@ -60,8 +60,8 @@ def test_every_writer_installs_the_same_layers():
         definition = WRITERS["singularity"].render(plan)
         layers = [f"${{KERN_LAYER_{i}}}" for i in range(1, len(expected) + 1)]
         assert re.findall(r'^ARG KERN_LAYER_\d="(.*)"$', dockerfile, re.M) == expected
-        assert re.findall(r"^RUN kern-apt-install (?!--setup|--cuda)(.*)$", dockerfile,
-                          re.M) == layers
+        assert re.findall(r"^RUN kern-apt-install (?!--setup|--cuda|--components)(.*)$",
+                          dockerfile, re.M) == layers
         arguments = definition.split("%arguments\n")[1].split("\n%")[0]
         assert re.findall(r"^    KERN_LAYER_\d=(.*)$", arguments, re.M) == expected
         post = definition.split("%post\n")[1].split("\n%")[0]
@@ -123,3 +123,43 @@ def test_a_recipe_may_keep_its_documentation(tmp_path):
     assert "dpkg-nodoc" not in WRITERS["docker"].render(plans_["manual"])
     assert "dpkg-nodoc" not in WRITERS["singularity"].render(plans_["manual"])
     assert "COPY dpkg-nodoc" in WRITERS["docker"].render(plans_["terse"])
+
+
+def test_debian_areas_a_recipe_needs_reach_its_image_and_its_users(tmp_path):
+    """PGPLOT is in non-free: the image of a recipe that needs it, and of every recipe
+    that needs that one, adds the area before installing; other images do not."""
+    from kernbuild.images.writers import render_context
+    from tests.conftest import recipe_text
+
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    (recipes / "plotter.yaml").write_text(recipe_text("plotter") + "components: [non-free]\n")
+    (recipes / "search.yaml").write_text(recipe_text("search", depends=["python3-plotter"]))
+    (recipes / "other.yaml").write_text(recipe_text("other"))
+    suite = load_suite(recipes)
+    plans = {p.name: p for p in suite_plans(suite)}
+    assert plans["plotter"].components == plans["search"].components == ("non-free",)
+    assert plans["other"].components == ()
+    files = render_context(list(plans.values()))
+    for name in ("plotter", "search"):
+        dockerfile = files[f"{name}/Dockerfile"]
+        assert "RUN kern-apt-install --components non-free\n" in dockerfile
+        assert dockerfile.index("--components") < dockerfile.index("KERN_LAYER_1")
+        assert "    kern-apt-install --components non-free\n" in files[f"{name}/Singularity.def"]
+    assert "--components" not in files["other/Dockerfile"]
+
+
+def test_kern_apt_install_adds_debian_areas(tmp_path):
+    script = Path(__file__).resolve().parents[2] / "kernbuild/images/templates/kern-apt-install"
+    root = tmp_path / "etc/apt"
+    (root / "sources.list.d").mkdir(parents=True)
+    (root / "sources.list.d/debian.sources").write_text(
+        "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: trixie\nComponents: main\n")
+    (root / "sources.list.d/kern.list").write_text("deb [signed-by=k] file:/repo kern-1 main\n")
+    # The script edits /etc/apt: run it against a copy with the paths rewritten.
+    text = script.read_text().replace("/etc/apt", str(root))
+    (tmp_path / "kai").write_text(text)
+    subprocess.run(["sh", str(tmp_path / "kai"), "--components", "contrib non-free"], check=True)
+    assert "Components: main contrib non-free\n" in (root / "sources.list.d/debian.sources"
+                                                      ).read_text()
+    assert (root / "sources.list.d/kern.list").read_text().endswith(" main\n")  # ours: main only
