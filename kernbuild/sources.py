@@ -79,6 +79,9 @@ DEFAULT_MIRROR = "http://deb.debian.org/debian"
 DEFAULT_PYPI = "https://pypi.org"
 DEFAULT_TIMEOUT = 60.0  # seconds without progress on one socket operation
 USER_AGENT = f"kernbuild/{__version__}"
+# What vouches for Debian's indexes, as for apt (Debian's debian-archive-keyring).
+DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
+_MAX_INDEX = 16 << 20  # bytes of an InRelease file: Debian's are about 150 kB
 
 # Archive areas of a Debian mirror, in the order they are tried: almost every
 # source is in main, and a 404 there is cheap; nvidia-cuda-toolkit is in non-free.
@@ -154,13 +157,16 @@ class SourceCache:
     def __init__(self, root: Path, mirror: str = DEFAULT_MIRROR,
                  progress: Progress | None = None, *, pypi: str = DEFAULT_PYPI,
                  timeout: float = DEFAULT_TIMEOUT,
-                 source_mirrors: tuple[Path, ...] = ()) -> None:
+                 source_mirrors: tuple[Path, ...] = (), distribution: str = "trixie",
+                 keyring: Path = DEBIAN_KEYRING) -> None:
         self.root = Path(root)
         self.mirror = mirror.rstrip("/")
         self.progress = progress
         self.pypi = pypi.rstrip("/")
         self.timeout = timeout
         self.source_mirrors = tuple(Path(m) for m in source_mirrors)
+        self.distribution = distribution
+        self.keyring = Path(keyring)
 
     @classmethod
     def for_workspace(cls, workspace: Workspace, settings: SuiteSettings,
@@ -174,7 +180,8 @@ class SourceCache:
         suite_mirrors = tuple(workspace.recipes / Path(m).expanduser()
                               for m in settings.source_mirrors)
         return cls(workspace.sources, mirror=settings.mirror, progress=progress,
-                   source_mirrors=workspace.source_mirrors + suite_mirrors)
+                   source_mirrors=workspace.source_mirrors + suite_mirrors,
+                   distribution=settings.distribution)
 
     @property
     def blobs(self) -> Path:
@@ -360,38 +367,35 @@ class SourceCache:
         return file_url, filename, (chosen.get("digests") or {}).get("sha256")
 
     def _fetch_debian(self, recipe: Recipe) -> tuple[str, Path, tuple[Path, ...]]:
-        from debian.deb822 import Dsc
-
         src = recipe.source.ref
         version = recipe.source.version
         if not version:
             raise KernError(f"{recipe.path}: a debian source needs 'version'",
                             "the Debian source version, such as version: 8.4+ds-1")
         sha = _pinned_sha256(recipe)
+        if self._cached_blob(sha) is None and (self.trees / sha).is_dir():
+            return sha, self.trees / sha, ()  # fetched through the signed index before
         # File names in the pool never carry the epoch: 1:2.3-1 -> foo_2.3-1.dsc.
         dsc_name = f"{src}_{version.split(':', 1)[-1]}.dsc"
-        dsc = self._cached_blob(sha) or self._download_pool(
-            recipe, dsc_name, sha, expected_from=str(recipe.path),
-            hint=_recipe_mismatch_hint(recipe))
-        # python-debian parses leniently: junk gives None, a dict or short entries.
-        entries = Dsc(dsc.read_text(encoding="utf-8", errors="replace")).get("Checksums-Sha256")
-        if not isinstance(entries, list) or not entries:
-            raise KernError(f"{dsc_name} lists no files in Checksums-Sha256",
-                            f"check 'debian' and 'version' in {recipe.path}")
-        blobs: dict[str, Path] = {}
-        for entry in entries:
-            name, file_sha = entry.get("name") or "", (entry.get("sha256") or "").lower()
-            # The .dsc is verified, but its names still become URL paths: keep them plain.
-            if not _DSC_FILE_NAME.match(name) or ".." in name or not _SHA256.match(file_sha):
-                raise KernError(f"{dsc_name} has a malformed Checksums-Sha256 entry "
-                                f"{' '.join(entry.values())!r}",
-                                "this is not a well-formed Debian source package")
-            blobs[name] = self._cached_blob(file_sha) or self._download_pool(
-                recipe, name, file_sha,
-                expected_from=f"{dsc_name}, which matches the sha256 in {recipe.path}",
-                hint=(f"{dsc_name} is genuine, so the mirror served a corrupt or tampered "
-                      f"{name}; try again or use another mirror"))
-        upstream, components = _debian_upstream_tarballs(src, list(blobs), dsc_name)
+        try:
+            dsc = self._cached_blob(sha) or self._download_pool(
+                recipe, dsc_name, sha, expected_from=str(recipe.path),
+                hint=_recipe_mismatch_hint(recipe))
+            listed, verified_by = _dsc_files(dsc, dsc_name, recipe), dsc_name
+            files: tuple[Path, ...] = (dsc,)
+        except _NotFound as missing:
+            # Some mirrors and proxies serve the tarballs but not the .dsc: the archive's
+            # signed index lists the same files with their sums, as apt trusts it.
+            listed = self._signed_index_files(recipe, dsc_name, sha, missing)
+            verified_by, files = f"the signed Sources index of {self._suite(recipe)}", ()
+        upstream, components = _debian_upstream_tarballs(src, list(listed), dsc_name)
+        # Only the upstream tarballs: kernbuild renders its own debian/.
+        blobs = {name: self._cached_blob(listed[name]) or self._download_pool(
+            recipe, name, listed[name],
+            expected_from=f"{verified_by}, which matches the sha256 in {recipe.path}",
+            hint=(f"{verified_by} is genuine, so the mirror served a corrupt or tampered "
+                  f"{name}; try again or use another mirror"))
+            for name in [upstream, *(n for _, n in components)]}
 
         def unpack(tmp: Path) -> Path:
             tree = extract_archive(blobs[upstream], tmp / "orig", label=upstream)
@@ -407,7 +411,76 @@ class SourceCache:
             return tree
 
         tree = self._tree(sha, unpack)
-        return sha, tree, (dsc, *blobs.values())
+        return sha, tree, (*files, *blobs.values())
+
+    def _suite(self, recipe: Recipe) -> str:
+        return recipe.source.suite or self.distribution
+
+    def _signed_index_files(self, recipe: Recipe, dsc_name: str, sha: str,
+                            missing: KernError) -> dict[str, str]:
+        """The files of the recipe's source package, {name: sha256}, from the Sources
+        index of its suite, which InRelease (checked with gpgv against Debian's archive
+        keyring, as apt does) vouches for. The recipe's pin must be the .dsc's sum there.
+        """
+        from debian.deb822 import Release, Sources
+
+        suite, src, version = self._suite(recipe), recipe.source.ref, recipe.source.version
+        url = f"{self.mirror}/dists/{suite}/InRelease"
+        try:
+            with self._open(url, recipe) as response:
+                signed = response.read(_MAX_INDEX)
+        except _Unreachable as exc:
+            raise KernError(f"{missing.message}; nor can its suite's signed index be read: "
+                            f"{exc.message}", missing.hint) from None
+        release = Release(self._gpgv(signed, url))
+        hashes = {entry["name"]: entry["sha256"] for entry in release.get("SHA256") or ()}
+        for area in _DEBIAN_AREAS:
+            name = f"{area}/source/Sources.xz"
+            if name not in hashes:
+                continue
+            index = self._cached_blob(hashes[name]) or self._download(
+                f"{self.mirror}/dists/{suite}/{name}", hashes[name], recipe,
+                label=f"{suite} {name}", expected_from=f"{url} (signed)",
+                hint="the mirror served a Sources index that its signed InRelease does "
+                     "not list; try again or use another mirror")
+            with lzma.open(index, "rt", encoding="utf-8", errors="replace") as handle:
+                text = handle.read()
+            # Find the package's paragraphs with one search over the text: parsing all
+            # 40,000 paragraphs of main with python-debian takes seconds.
+            for match in re.finditer(rf"^Package: {re.escape(src)}\n", text, re.M):
+                end = text.find("\n\n", match.start())
+                for entry in Sources.iter_paragraphs(
+                        text[match.start():end if end >= 0 else len(text)], use_apt_pkg=False):
+                    if entry.get("Package") == src and entry.get("Version") == version:
+                        files = _checked_file_list(entry.get("Checksums-Sha256"),
+                                                   f"{suite}'s Sources entry of {src}")
+                        if files.get(dsc_name) != sha:
+                            raise KernError(
+                                f"sha256 mismatch for {dsc_name}\n"
+                                f"  expected: {sha} (from {recipe.path})\n"
+                                f"  signed:   {files.get(dsc_name)} (from {url})",
+                                _recipe_mismatch_hint(recipe))
+                        return files
+        raise KernError(f"{src} {version} is not in {suite}'s signed source index ({url})",
+                        f"check 'debian', 'version' and 'suite' in {recipe.path} "
+                        f"(https://tracker.debian.org/pkg/{src})")
+
+    def _gpgv(self, signed: bytes, url: str) -> str:
+        """The text ``signed`` vouches for, if Debian's archive key signed it."""
+        try:
+            result = subprocess.run(["gpgv", "--keyring", str(self.keyring), "--output", "-",
+                                     "-"], input=signed, capture_output=True, check=False,
+                                    timeout=60)
+        except FileNotFoundError:
+            raise KernError("verifying Debian's signed index needs gpgv",
+                            "apt-get install gpgv debian-archive-keyring") from None
+        if result.returncode != 0:
+            detail = (result.stderr.decode(errors="replace").strip().splitlines()
+                      or ["gpgv failed"])[-1]
+            raise KernError(f"{url} is not signed by a key in {self.keyring}: {detail}",
+                            "the mirror is not Debian's, or the keyring is out of date "
+                            "(apt-get install debian-archive-keyring)")
+        return result.stdout.decode("utf-8", errors="replace")
 
     def _download_pool(self, recipe: Recipe, name: str, sha: str, *,
                        expected_from: str, hint: str) -> Path:
@@ -423,7 +496,7 @@ class SourceCache:
                                       expected_from=expected_from, hint=hint)
             except _NotFound:
                 continue
-        raise KernError(
+        raise _NotFound(
             f"{name} is not on the mirror {self.mirror} (tried {', '.join(tried)})",
             f"mirrors keep only current versions: check 'debian' and 'version' in "
             f"{recipe.path} (https://tracker.debian.org/pkg/{src}), or use "
@@ -889,6 +962,35 @@ def _refused(label: str, member: str, problem: str) -> KernError:
 
 
 # --- helpers ------------------------------------------------------------------------------
+
+
+def _dsc_files(dsc: Path, dsc_name: str, recipe: Recipe) -> dict[str, str]:
+    """{name: sha256} of the files a verified .dsc lists."""
+    from debian.deb822 import Dsc
+
+    # python-debian parses leniently: junk gives None, a dict or short entries.
+    entries = Dsc(dsc.read_text(encoding="utf-8", errors="replace")).get("Checksums-Sha256")
+    if not isinstance(entries, list) or not entries:
+        raise KernError(f"{dsc_name} lists no files in Checksums-Sha256",
+                        f"check 'debian' and 'version' in {recipe.path}")
+    return _checked_file_list(entries, dsc_name)
+
+
+def _checked_file_list(entries: object, where: str) -> dict[str, str]:
+    """Checksums-Sha256 entries as {name: sha256}; verified, but their names still
+    become URL paths, so they must be plain file names."""
+    files: dict[str, str] = {}
+    for entry in entries if isinstance(entries, list) else ():
+        name, file_sha = entry.get("name") or "", (entry.get("sha256") or "").lower()
+        if not _DSC_FILE_NAME.match(name) or ".." in name or not _SHA256.match(file_sha):
+            raise KernError(f"{where} has a malformed Checksums-Sha256 entry "
+                            f"{' '.join(entry.values())!r}",
+                            "this is not a well-formed Debian source package")
+        files[name] = file_sha
+    if not files:
+        raise KernError(f"{where} lists no files in Checksums-Sha256",
+                        "this is not a well-formed Debian source package")
+    return files
 
 
 def _debian_upstream_tarballs(src: str, names: list[str], dsc_name: str

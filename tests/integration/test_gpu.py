@@ -25,10 +25,12 @@ pytestmark = pytest.mark.docker
 
 @pytest.fixture(scope="module")
 def gpu_image(suite: Suite) -> dict:
-    """pyvkfft's gpu variant built, then its GPU image."""
-    built = suite.package("pyvkfft", "--variant", "gpu")
+    """The suite's gpu variants built, then its GPU images, as typed without names:
+    pyvkfft is the one recipe with a gpu variant."""
+    built = suite.package("--variant", "gpu")
     assert built["pyvkfft-gpu"]["state"] == "built", built
-    [entry] = json.loads(suite.run("image", "pyvkfft", "--gpu", "--json").stdout)
+    [entry] = json.loads(suite.run("image", "--gpu", "--json").stdout)
+    assert entry["tag"] == "kern/pyvkfft-gpu:1"
     return {"package": built["pyvkfft-gpu"], "image": entry}
 
 

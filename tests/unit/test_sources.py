@@ -689,12 +689,80 @@ def test_debian_source(tmp_path: Path, server: Served, src: str,
     assert (fetched.tree / "extra" / "extra.py").read_text() == "E = 1\n"
     assert not (fetched.tree / "debian").exists()
     assert fetched.files[0].read_bytes() == (fake.pool / f"{src}_1.0-1.dsc").read_bytes()
+    # Only the upstream tarballs: kernbuild renders its own debian/.
     assert sorted(p.name for p in fetched.files[1:]) == sorted(
-        sha256(data) for data in fake.files.values())
+        sha256(data) for name, data in fake.files.items() if ".orig" in name)
 
     offline(monkeypatch)
     assert SourceCache(tmp_path / "cache", mirror=f"{server.url}/debian").fetch(
         fake.recipe) == fetched
+
+
+@pytest.fixture(scope="module")
+def archive_key(tmp_path_factory: pytest.TempPathFactory):
+    """A key that plays Debian's archive key, and one that does not."""
+    from kernbuild.repo import SigningKey
+
+    if not shutil.which("gpg") or not shutil.which("gpgv"):
+        pytest.skip("needs gpg and gpgv")
+    keys = [SigningKey.ensure(tmp_path_factory.mktemp(f"gnupg-{n}"), uid=f"{n} <{n}@localhost>")
+            for n in ("archive", "intruder")]
+    yield keys
+    for key in keys:
+        subprocess.run(["gpgconf", "--homedir", str(key.gnupg_home), "--kill", "all"],
+                       capture_output=True)
+
+
+def sign_sources_index(server: Served, fake: FakeDebianSource, dsc: bytes, key, *,
+                       dsc_sha: str | None = None) -> None:
+    """dists/trixie/InRelease, signed by ``key``, over a Sources.xz listing ``fake``."""
+    import lzma
+
+    listing = "".join(f" {sha256(data)} {len(data)} {name}\n" for name, data in
+                      {**fake.files, f"{fake.recipe.name}_1.0-1.dsc": dsc}.items())
+    if dsc_sha:
+        listing = listing.replace(sha256(dsc), dsc_sha)
+    entry = (f"Package: other\nVersion: 1\n\nPackage: {fake.recipe.name}\nVersion: 1:1.0-1\n"
+             f"Checksums-Sha256:\n{listing}\n")
+    dists = server.root / "debian" / "dists" / "trixie"
+    (dists / "main" / "source").mkdir(parents=True)
+    index = lzma.compress(entry.encode())
+    (dists / "main" / "source" / "Sources.xz").write_bytes(index)
+    (dists / "Release").write_text(f"Suite: trixie\nSHA256:\n {sha256(index)} {len(index)} "
+                                   "main/source/Sources.xz\n")
+    key.sign(dists / "Release")
+
+
+def test_debian_source_without_its_dsc_comes_through_the_signed_index(
+        tmp_path: Path, server: Served, archive_key) -> None:
+    fake = publish_debian_source(tmp_path, server)
+    dsc = (fake.pool / "foo_1.0-1.dsc").read_bytes()
+    (fake.pool / "foo_1.0-1.dsc").unlink()  # as some proxies in front of Debian do
+    sign_sources_index(server, fake, dsc, archive_key[0])
+    keyring = tmp_path / "debian-archive-keyring.gpg"
+    keyring.write_bytes(archive_key[0].export_public(binary=True))
+    cache = SourceCache(tmp_path / "cache", mirror=f"{server.url}/debian", keyring=keyring)
+
+    fetched = cache.fetch(fake.recipe)
+
+    assert (fetched.tree / "src" / "main.c").is_file()
+    assert (fetched.tree / "extra" / "extra.py").read_text() == "E = 1\n"
+    requests = [path for path, _ in server.requests]
+    assert "/debian/dists/trixie/InRelease" in requests
+    assert not any("debian.tar" in path for path in requests)  # upstream tarballs only
+    # Another key's signature, or a pin the signed index does not list, is refused.
+    other = tmp_path / "other-keyring.gpg"
+    other.write_bytes(archive_key[1].export_public(binary=True))
+    with pytest.raises(KernError, match="is not signed by a key in"):
+        SourceCache(tmp_path / "cache2", mirror=f"{server.url}/debian",
+                    keyring=other).fetch(fake.recipe)
+    shutil.rmtree(server.root / "debian" / "dists")
+    sign_sources_index(server, fake, dsc, archive_key[0], dsc_sha="e" * 64)
+    with pytest.raises(KernError, match="sha256 mismatch for foo_1.0-1.dsc") as caught:
+        SourceCache(tmp_path / "cache3", mirror=f"{server.url}/debian",
+                    keyring=keyring).fetch(fake.recipe)
+    assert "e" * 64 in caught.value.message and str(fake.recipe.path) in caught.value.message
+    assert trees(tmp_path / "cache3") == []
 
 
 def test_debian_tampered_orig_is_refused(tmp_path: Path, server: Served) -> None:
