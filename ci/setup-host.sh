@@ -18,6 +18,7 @@ PACKAGES=(
   dpkg-dev         # dpkg-scanpackages, dpkg-architecture, ...
   apt-utils        # apt-ftparchive
   gpg gpg-agent    # repository signing
+  gpgv debian-archive-keyring  # Debian's signed indexes vouch for debian: sources
   git xz-utils ca-certificates
   make             # the unit tests run rendered debian/rules through make
   gcc libc6-dev    # the GPU tests compile kern-gpu-check and stub NVIDIA driver libraries
