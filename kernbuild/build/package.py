@@ -111,7 +111,8 @@ class PackageBuilder:
         """The version a new build of ``recipe`` gets.
 
         The recipe's version, unless the repository already has it from another
-        build (a dependency or the build image changed, the recipe did not): then,
+        build (a dependency, the build image or the recipe changed, the recipe's
+        version and revision did not): then,
         as Debian does for a binary-only rebuild (binNMU), ``<version>+b<N>`` with
         the next N, so a published version never changes its bytes.
         """

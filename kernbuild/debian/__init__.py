@@ -166,7 +166,8 @@ def changelog(recipe: Recipe, settings: SuiteSettings, binary_version: str | Non
                       author=settings.maintainer, date=date,
                       other_pairs={"binary-only": "yes"})
         log.add_change("")
-        log.add_change("  * Binary-only rebuild: a build dependency or the build image changed.")
+        log.add_change("  * Binary-only rebuild of a published version: a build dependency, the")
+        log.add_change("    build image or the recipe changed without a new revision.")
         log.add_change("")
     return str(log)
 
