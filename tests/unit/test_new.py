@@ -25,7 +25,9 @@ import yaml
 
 from kernbuild.errors import KernError
 from kernbuild.recipe import load_suite
-from kernbuild.recipe.new import NewRecipe, _lower_bound, _scalar, new_recipe
+from kernbuild.recipe.new import NewRecipe, new_recipe
+from kernbuild.recipe.new.draft import scalar
+from kernbuild.recipe.new.resolve import lower_bound
 from kernbuild.workspace import Workspace
 from tests.conftest import recipe_text
 
@@ -514,7 +516,7 @@ def test_debian_source_or_version_not_there(upstream: Upstream) -> None:
 def test_lower_bounds_become_debian_versions(specifier: str, bound) -> None:
     from packaging.specifiers import SpecifierSet
 
-    assert _lower_bound(SpecifierSet(specifier)) == bound
+    assert lower_bound(SpecifierSet(specifier)) == bound
 
 
 @pytest.mark.parametrize("value, flow", [
@@ -523,6 +525,6 @@ def test_lower_bounds_become_debian_versions(specifier: str, bound) -> None:
     ('python3 -c "import x"', False), ("", False),
 ])
 def test_scalars_read_back_as_written(value: str, flow: bool) -> None:
-    text = _scalar(value, flow)
+    text = scalar(value, flow)
     assert (yaml.safe_load(f"k: [{text}]")["k"] if flow else yaml.safe_load(f"k: {text}")["k"]) \
         == ([value] if flow else value)
