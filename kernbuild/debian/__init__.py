@@ -87,6 +87,9 @@ def render(recipe: Recipe, settings: SuiteSettings, tree: Path | None = None,
     for package in recipe.packages:
         if package.readme_debian:
             files[f"debian/{package.name}.README.Debian"] = package.readme_debian.rstrip() + "\n"
+        if package.lintian_overrides:
+            files[f"debian/{package.name}.lintian-overrides"] = "".join(
+                f"{package.name}: {line}\n" for line in package.lintian_overrides)
     return files
 
 
@@ -108,9 +111,13 @@ def control(recipe: Recipe, settings: SuiteSettings) -> str:
     source["Section"] = recipe.packages[0].section
     source["Priority"] = "optional"
     source["Maintainer"] = settings.maintainer
+    system_depends = SYSTEM_BUILD_DEPENDS[recipe.build.system]
+    if recipe.build.system == "pybuild" and any(p.architecture != "all"
+                                                 for p in recipe.packages):
+        system_depends += ("python3-all-dev",)  # an extension module needs Python.h
     source["Build-Depends"] = _relations(
-        (f"debhelper-compat (= {DEBHELPER_COMPAT})",)
-        + SYSTEM_BUILD_DEPENDS[recipe.build.system] + recipe.build.depends)
+        (f"debhelper-compat (= {DEBHELPER_COMPAT})",) + system_depends
+        + tuple(d for d in recipe.build.depends if d not in system_depends))
     source["Standards-Version"] = STANDARDS_VERSION
     if recipe.homepage:
         source["Homepage"] = recipe.homepage

@@ -131,6 +131,7 @@ class BinaryPackage:
     relations: dict[str, tuple[str, ...]] = field(default_factory=dict)  # Depends, Provides...
     files: tuple[str, ...] = ()
     readme_debian: str = ""  # debian/<name>.README.Debian, which dh_installdocs installs
+    lintian_overrides: tuple[str, ...] = ()  # debian/<name>.lintian-overrides (dh_lintian)
 
 
 @dataclass(frozen=True)
@@ -246,6 +247,7 @@ class Recipe:
                 relations={k: tuple(spec[k]) for k in RELATION_FIELDS if k in spec},
                 files=tuple(spec.get("files", ())),
                 readme_debian=spec.get("readme_debian", ""),
+                lintian_overrides=tuple(spec.get("lintian_overrides", ())),
             )
             for name, spec in ((n, s or {}) for n, s in raw["packages"].items())
         )

@@ -308,6 +308,11 @@ PACKAGE = Map(keys={
     "files": Key(List(Str(re.compile(r"^[^/]"), "a path relative to the install root"))),
     "readme_debian": Key(Str(), doc="installed as /usr/share/doc/<package>/README.Debian: "
                                     "what this packaging changes or leaves out, and why"),
+    "lintian_overrides": Key(List(Str(re.compile(r"^[a-z0-9][a-z0-9-]+( .*)?$"),
+                                      "a lintian tag, then what it is about, such as "
+                                      "'privacy-breach-generic [usr/share/x/index.html]'")),
+                             doc="lintian tags this package carries on purpose; say why in "
+                                 "a comment"),
 })
 
 SMOKE_STEP = Map(keys={"run": Key(Str(), required=True, doc="a command run with sh -c")})

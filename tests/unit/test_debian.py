@@ -106,3 +106,15 @@ def test_meson_projects_build_with_debhelpers_meson(tmp_path):
     assert "\tdh $@ --buildsystem=meson\n" in files["debian/rules"]
     build_depends = Deb822(files["debian/control"].split("\n\n")[0])["Build-Depends"]
     assert "meson" in build_depends and "ninja-build" in build_depends
+
+
+def test_compiled_python_gets_the_headers_and_overrides_are_rendered(tmp_path):
+    text = recipe_text("fast").replace(
+        "    architecture: all\n",
+        "    architecture: any\n    lintian_overrides: ['privacy-breach-generic [usr/x.html]']\n")
+    recipe = load(tmp_path, text)
+    files = debian.render(recipe, SETTINGS)
+    build_depends = Deb822(files["debian/control"].split("\n\n")[0])["Build-Depends"]
+    assert "python3-all-dev" in build_depends
+    assert files["debian/python3-fast.lintian-overrides"] == \
+        "python3-fast: privacy-breach-generic [usr/x.html]\n"
