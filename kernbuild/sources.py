@@ -257,15 +257,12 @@ class SourceCache:
             return ref
         if kind == "debian":
             name = f"{ref}_{(recipe.source.version or '').split(':', 1)[-1]}.dsc"
-            prefix = ref[:4] if ref.startswith("lib") else ref[0]
-            for area in _DEBIAN_AREAS:
-                url = f"{self.mirror}/pool/{area}/{prefix}/{ref}/{name}"
-                try:
-                    self._open(url, recipe, method="HEAD").close()
-                    return url
-                except _NotFound:
-                    continue
-            raise KernError(f"{name} is not on the mirror {self.mirror}")
+            try:
+                return self._pool_url(recipe, name)
+            except _NotFound as missing:  # as fetch does: the signed index, then the tarball
+                listed = self._signed_index_files(recipe, name, _pinned_sha256(recipe), missing)
+                upstream, _ = _debian_upstream_tarballs(ref, list(listed), name)
+                return self._pool_url(recipe, upstream)
         if kind == "git":
             self._git(recipe, ["git", "ls-remote", "--exit-code", "--", ref, "HEAD"],
                       f"cannot reach {ref}", "", timeout=self.timeout)
@@ -481,6 +478,19 @@ class SourceCache:
                             "the mirror is not Debian's, or the keyring is out of date "
                             "(apt-get install debian-archive-keyring)")
         return result.stdout.decode("utf-8", errors="replace")
+
+    def _pool_url(self, recipe: Recipe, name: str) -> str:
+        """The URL the mirror's pool has ``name`` of the recipe's source package at."""
+        src = recipe.source.ref
+        prefix = src[:4] if src.startswith("lib") else src[0]
+        for area in _DEBIAN_AREAS:
+            url = f"{self.mirror}/pool/{area}/{prefix}/{src}/{name}"
+            try:
+                self._open(url, recipe, method="HEAD").close()
+                return url
+            except _NotFound:
+                continue
+        raise _NotFound(f"{name} is not on the mirror {self.mirror}")
 
     def _download_pool(self, recipe: Recipe, name: str, sha: str, *,
                        expected_from: str, hint: str) -> Path:
