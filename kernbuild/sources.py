@@ -220,11 +220,13 @@ class SourceCache:
         raise _unknown_kind(recipe)
 
     def locate(self, recipe: Recipe) -> SourceLocation:
-        """Where :meth:`fetch` would get ``recipe``'s source now, downloading nothing.
+        """Where :meth:`fetch` would get ``recipe``'s source now, without fetching it.
 
         The cache and the source mirrors are looked at first, as fetch does; the
         network is only asked whether it has the file (PyPI's JSON, an HTTP HEAD,
-        ``git ls-remote``), so this answers in about a second per recipe.
+        ``git ls-remote``), so this answers in about a second per recipe. The one
+        download: a ``debian`` source whose ``.dsc`` the mirror lacks is looked up
+        in the signed Sources index, which is cached like any download.
         """
         kind, sha = recipe.source.kind, recipe.source.sha256
         if kind == "none":
@@ -234,6 +236,8 @@ class SourceCache:
             return SourceLocation("local" if path.exists() else "missing", str(path))
         if sha and self._cached_blob(sha):
             return SourceLocation("cache", str(self.blobs / sha))
+        if sha and (self.trees / sha).is_dir():  # a debian source fetched without its .dsc
+            return SourceLocation("cache", str(self.trees / sha))
         if kind == "git" and (self.trees / _commit(recipe)).is_dir():
             return SourceLocation("cache", str(self.trees / _commit(recipe)))
         names = (_mirror_names(recipe, _commit(recipe)) if kind == "git"
