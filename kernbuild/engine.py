@@ -60,3 +60,9 @@ def build(client: "docker.DockerClient", context: str, tag: str, hint: str, **op
         raise KernError(f"the Docker engine refused to build {tag}: {exc.explanation}",
                         "is there room left on its disk (docker system df)?") from None
     return image
+
+
+#: Shell for containers: apt-get update, up to three times, 5 s apart. A mirror's
+#: hiccup ("Some index files failed to download") fails one try, not the command.
+APT_UPDATE_RETRIED = ("for try in 1 2 3; do apt-get update -q && exit 0; "
+                      "[ $try = 3 ] || sleep 5; done; exit 1")

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from kernbuild.engine import APT_UPDATE_RETRIED
 from kernbuild.errors import KernError
 from kernbuild.recipe.model import Recipe
 
@@ -65,7 +66,7 @@ def run_smoke(client: "docker.DockerClient", base_image: str, repo: "AptReposito
         labels={"kernbuild": "smoke", "kernbuild.recipe": recipe.name})
     try:
         container.put_archive("/", _tar(apt_files))
-        install = ["sh", "-c", "apt-get update -q && apt-get install -y -q "
+        install = ["sh", "-c", f"({APT_UPDATE_RETRIED}) && apt-get install -y -q "
                    '--no-install-recommends "$@"', "install", *packages]
         results = [_exec(container, install, "apt-get install " + " ".join(packages),
                          {"DEBIAN_FRONTEND": "noninteractive"})]

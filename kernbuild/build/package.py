@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Callable
 
 from kernbuild import debian
 from kernbuild.build.environment import BuildEnvironment
+from kernbuild.engine import APT_UPDATE_RETRIED
 from kernbuild.errors import KernError
 from kernbuild.recipe.graph import build_order, dependencies
 from kernbuild.recipe.model import Recipe, Suite
@@ -266,7 +267,10 @@ class PackageBuilder:
         where = f"/build/{tree_name}"
         try:
             self.report(recipe.name, "building", "installing build dependencies")
-            self._exec(container, ["apt-get", "update"], log, recipe, "apt-get update failed",
+            # A mirror's hiccup ("Some index files failed to download") is not the recipe's
+            # fault: try three times before failing the build.
+            self._exec(container, ["sh", "-c", APT_UPDATE_RETRIED], log, recipe,
+                       "apt-get update failed",
                        "is Debian's archive reachable from containers?")
             # A variant's build dependencies are most likely the ones that went wrong.
             line, _ = recipe.where(("variants", recipe.variant.name, "build", "depends")
