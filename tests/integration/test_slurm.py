@@ -99,7 +99,8 @@ def test_a_job_past_its_slurm_time_limit_fails_with_timeout(suite, images, tmp_p
     # SIGTERM let the worker remove its container: nothing sleeps on (the engine may
     # still be finishing that removal when sacct already says TIMEOUT)
     def sleeping() -> list:
-        return [c for c in docker_engine.containers.list(filters={"label": "kernbuild=matrix"})
+        return [c for c in docker_engine.containers.list(filters={"label": "kernbuild=matrix"},
+                                                         ignore_removed=True)
                 if c.attrs["Config"]["Cmd"] == ["sh", "-c", "sleep 600"]]
 
     deadline = time.monotonic() + 30
