@@ -14,10 +14,7 @@ import json
 import lzma
 import tarfile
 import textwrap
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -82,53 +79,8 @@ FALLBACK = ("numpy python3-numpy\nPyYAML python3-yaml\nsetuptools_scm python3-se
 # --- a local PyPI and Debian mirror -------------------------------------------------------
 
 
-@dataclass
-class Served:
-    """A local HTTP server over ``root``; ``requests`` logs the paths asked for."""
-
-    url: str
-    root: Path
-    requests: list[str] = field(default_factory=list)
-
-    def put(self, relative: str, data: bytes) -> str:
-        path = self.root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        return f"{self.url}/{relative}"
-
-
-@pytest.fixture(autouse=True)
-def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A proxy from the environment would swallow requests meant for 127.0.0.1.
-    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy",
-                 "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Served]:
-    root = tmp_path / "www"
-    root.mkdir()
-    served = Served("", root)
-
-    class Handler(SimpleHTTPRequestHandler):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, directory=str(root), **kwargs)
-
-        def do_GET(self) -> None:
-            served.requests.append(self.path)
-            super().do_GET()
-
-        def log_message(self, *args) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    served.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield served
-    httpd.shutdown()
-    httpd.server_close()
+# The local HTTP server (and no proxy in the way) that the source tests use.
+from tests.unit.test_sources import Served, no_proxy, server  # noqa: E402,F401
 
 
 def tar(files: dict[str, bytes | str], mode: str = "w:gz") -> bytes:
@@ -289,7 +241,7 @@ def test_indexes_are_cached(upstream: Upstream) -> None:
     publish_demo(upstream)
     upstream.new("demo-tool")
     upstream.new("demo-tool")
-    indexes = [p for p in upstream.server.requests if "/debian/" in p]
+    indexes = [p for p, _ in upstream.server.requests if "/debian/" in p]
     # Packages and dh-python once; contrib and non-free (not on this mirror) each time.
     assert sum(p.endswith("/main/binary-amd64/Packages.xz") for p in indexes) == 1
     assert sum(p.endswith(".deb") for p in indexes) == 1
