@@ -19,7 +19,7 @@ import textwrap
 import threading
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -29,7 +29,10 @@ import yaml
 from kernbuild import __version__
 from kernbuild.errors import KernError
 from kernbuild.recipe import Recipe, load_recipe
+from kernbuild.recipe.schema import SOURCE_KINDS
 from kernbuild.sources import FetchedSource, SourceCache, extract_archive, tree_hash
+from kernbuild.sources.cache import KINDS
+from kernbuild.sources.kind import SourceKind, SourceLocation
 
 # --- fixtures and helpers -------------------------------------------------------------
 
@@ -964,4 +967,54 @@ def test_tree_finished_meanwhile_by_another_process_wins(tmp_path: Path,
 
     assert fetched.tree == final and (final / "theirs").exists()
     assert not (final / "setup.py").exists()  # ours was discarded, not merged
+    assert leftovers(tmp_path / "cache") == []
+
+
+# --- the registry of kinds -----------------------------------------------------------------
+
+
+def test_every_kind_the_schema_allows_is_registered() -> None:
+    assert set(KINDS) == {*SOURCE_KINDS, "none"}
+
+
+def test_an_unregistered_kind_is_refused(tmp_path: Path) -> None:
+    url = write_recipe(tmp_path, {"url": "https://example.invalid/x.tar.gz", "sha256": "0" * 64})
+    recipe = replace(url, source=replace(url.source, kind="svn"))
+    cache = SourceCache(tmp_path / "cache")
+
+    for operation in (cache.key, cache.fetch):
+        with pytest.raises(KernError, match="unknown source kind 'svn'") as exc:
+            operation(recipe)
+        assert exc.value.hint == "use one of " + ", ".join(SOURCE_KINDS)
+    location = cache.locate(recipe)
+    assert location.where == "missing" and "unknown source kind 'svn'" in location.detail
+
+
+def test_a_new_kind_is_a_class_and_a_registry_line(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    class Svn(SourceKind):
+        def key(self, recipe: Recipe) -> str:
+            return "svn-key"
+
+        def probe(self, recipe: Recipe) -> str:
+            return f"svn://{recipe.source.ref}"
+
+        def fetch(self, recipe: Recipe) -> tuple[str, Path, tuple[Path, ...]]:
+            def checkout(tmp: Path) -> Path:
+                (tmp / "src" / "sub").mkdir(parents=True)
+                return tmp / "src"
+
+            return "svn-key", self.cache._tree("svn-key", checkout), ()
+
+    monkeypatch.setitem(KINDS, "svn", Svn)
+    url = write_recipe(tmp_path, {"url": "https://example.invalid/x.tar.gz", "sha256": "0" * 64})
+    recipe = replace(url, source=replace(url.source, kind="svn", ref="host/repo", sha256=None,
+                                         subdir="sub"))
+    cache = SourceCache(tmp_path / "cache")
+
+    assert cache.key(recipe) == "svn-key"
+    assert cache.locate(recipe) == SourceLocation("network", "svn://host/repo")
+    fetched = cache.fetch(recipe)
+    assert fetched == FetchedSource("svn-key", tmp_path / "cache" / "trees" / "svn-key" / "sub",
+                                    ())  # the cache applied the recipe's subdir
     assert leftovers(tmp_path / "cache") == []
