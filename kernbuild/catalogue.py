@@ -5,7 +5,8 @@ release (KERN's users asked them after: "where did package X go?"): which
 recipes there are, at which version, whether each one's source can be had on
 this host (from the cache, a source mirror or the network, or not at all),
 whether the repository already serves its current version, what it makes and
-what needs it. Nothing is downloaded or built.
+what needs it. Nothing is downloaded or built. :func:`describe` is ``kernbuild
+show``: one recipe as kernbuild understands it.
 """
 
 from __future__ import annotations
@@ -76,3 +77,31 @@ def _published(workspace: Workspace, suite: Suite) -> dict[str, str]:
     from kernbuild.build.package import published_versions
 
     return published_versions(open_repository(workspace, suite), suite)
+
+
+def describe(suite: Suite, name: str) -> dict:
+    """``kernbuild show NAME``: the recipe as kernbuild understands it, as plain data (its
+    Debian version for this suite, its source, packages, relations and variants)."""
+    recipe = suite.get(name)
+    return {
+        "name": recipe.name,
+        "version": recipe.debian_version(suite.settings),
+        "upstream_version": recipe.version,
+        "summary": recipe.summary,
+        "file": str(recipe.path),
+        "source": {"kind": recipe.source.kind, "ref": recipe.source.ref,
+                   "sha256": recipe.source.sha256, "commit": recipe.source.commit},
+        "build_system": recipe.build.system,
+        "build_depends": list(recipe.build.depends),
+        "packages": {p.name: {"architecture": p.architecture,
+                              "depends": list(p.relations.get("depends", ()))}
+                     for p in recipe.packages},
+        "depends_on": sorted(dependencies(suite, recipe)),
+        "needed_by": sorted(reverse_dependencies(suite, recipe.name)),
+        "variants": {name: {"packages": [v.suffixed(p) for p in recipe.binary_names],
+                            "build_depends": list(v.build_depends),
+                            "configure": list(v.configure), "env": dict(v.env),
+                            "cuda": v.cuda}
+                     for name, v in sorted(recipe.variants.items())},
+        "smoke": [s.run for s in recipe.smoke],
+    }

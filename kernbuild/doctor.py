@@ -8,20 +8,14 @@ with ``--gpu``, no usable GPU is a failure.
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from kernbuild import engine, gpu
+from kernbuild import engine, gpu, lockfile
 from kernbuild.errors import KernError
+from kernbuild.runtime.tools import TOOLS, locate
 
 OK, WARN, SKIP, FAIL = "ok", "warn", "skip", "fail"
-
-# Root's tools (runc, dockerd) live in sbin directories that a user's PATH often lacks.
-SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
-
 
 @dataclass(frozen=True)
 class Check:
@@ -32,48 +26,6 @@ class Check:
     status: str  # OK, WARN, SKIP or FAIL
     detail: str
     hint: str = ""
-
-
-@dataclass(frozen=True)
-class Tool:
-    """A program kernbuild runs: any of ``programs`` (or the Python module ``module``)."""
-
-    programs: tuple[str, ...]
-    install: str  # how to get it
-    needed_for: str
-    required: bool  # False: only one target or image format needs it
-    module: str = ""
-
-
-TOOLS = (
-    Tool(("mmdebstrap",), "apt-get install mmdebstrap", "base images made from scratch", True),
-    Tool(("apt-ftparchive",), "apt-get install apt-utils", "the apt repository's indices", True),
-    Tool(("gpg",), "apt-get install gpg", "signing the apt repository", True),
-    Tool(("dpkg-deb",), "apt-get install dpkg", "reading the built packages", True),
-    Tool(("mksquashfs",), "apt-get install squashfs-tools",
-         "SIF images where apptainer is not installed", False),
-    Tool(("siftool",), "apt-get install siftool", "SIF images where apptainer is not installed",
-         False),
-    Tool(("bwrap",), "apt-get install bubblewrap", "the sif-bwrap and native test targets",
-         False),
-    Tool(("apptainer", "singularity"), "install apptainer",
-         "the apptainer test target (sif-bwrap stands in without it)", False),
-    Tool(("udocker",), "pip install udocker", "the udocker test target", False, "udocker"),
-    Tool(("runc",), "apt-get install runc", "the udocker test target (mode R1)", False),
-    Tool(("sbatch",), "apt-get install slurm-wlm", "the slurm executor (kernbuild test "
-                                                   "--executor slurm)", False),
-)
-
-
-def locate(tool: Tool) -> str | None:
-    """Where ``tool`` is: a program on PATH or in an sbin directory, or its Python module."""
-    search = os.pathsep.join([os.environ.get("PATH", os.defpath), *SBIN])
-    for program in tool.programs:
-        if found := shutil.which(program, path=search):
-            return found
-    if tool.module and importlib.util.find_spec(tool.module) is not None:
-        return f"python module {tool.module}"
-    return None
 
 
 @dataclass(frozen=True)
@@ -107,10 +59,10 @@ class Report:
         return data
 
 
-def diagnose(lockfile: Path, *, with_gpu: bool = False, root: Path | None = None) -> Report:
+def diagnose(lockfile_path: Path, *, with_gpu: bool = False, root: Path | None = None) -> Report:
     """Check the Docker engine and the tools; with ``with_gpu`` also the driver (read under
     ``root``, default ``$KERN_GPU_ROOT`` or /), the runtimes' GPU support, the GPUs, and
-    which GPU images in ``lockfile`` can run here. Never raises for what it finds."""
+    which GPU images in ``lockfile_path`` can run here. Never raises for what it finds."""
     from docker.errors import DockerException
     from requests import RequestException
 
@@ -127,9 +79,11 @@ def diagnose(lockfile: Path, *, with_gpu: bool = False, root: Path | None = None
         checks = [Check("host", "docker engine", OK,
                         f"Docker {info.get('ServerVersion', '?')}, storage driver "
                         f"{info.get('Driver', '?')}")]
-    for tool in TOOLS:
+    for tool in TOOLS.values():
         name = "/".join(tool.programs)
-        if where := locate(tool):
+        if tool.name == "apptainer":
+            checks.append(_apptainer_check(name, info is not None))
+        elif where := locate(tool):
             checks.append(Check("tools", name, OK, where))
         else:
             checks.append(Check("tools", name, FAIL if tool.required else WARN,
@@ -141,14 +95,32 @@ def diagnose(lockfile: Path, *, with_gpu: bool = False, root: Path | None = None
     checks += [Check("runtimes", r.name, OK if r.gpu else WARN if r.installed else SKIP,
                      r.detail) for r in host.runtimes]
     try:
-        fits = gpu.image_fits(gpu.gpu_images(lockfile), host)
+        fits = gpu.image_fits(lockfile.gpu_images(lockfile_path), host)
     except KernError as exc:
-        checks.append(Check("images", lockfile.name, FAIL, exc.message, exc.hint))
+        checks.append(Check("images", lockfile_path.name, FAIL, exc.message, exc.hint))
         return Report(tuple(checks), host)
     checks += [Check("images", fit.tag, OK if fit.runnable else FAIL, fit.reason)
-               for fit in fits] or [Check("images", lockfile.name, SKIP,
-                                          f"no GPU images in {lockfile}")]
+               for fit in fits] or [Check("images", lockfile_path.name, SKIP,
+                                          f"no GPU images in {lockfile_path}")]
     return Report(tuple(checks), host, tuple(fits))
+
+
+def _apptainer_check(name: str, engine_running: bool) -> Check:
+    """Which apptainer the apptainer target runs, and its version: the host's, or
+    Debian's in a container (made on first use where the host has none)."""
+    from kernbuild.runtime import apptainer
+
+    if where := locate("apptainer"):
+        return Check("tools", name, OK, f"{where}: {apptainer.version(where)}")
+    made = engine_running and engine.image_id(engine.connect(), apptainer.IMAGE) is not None
+    if made:
+        return Check("tools", name, OK, f"Debian's apptainer {apptainer.APPTAINER.version} in "
+                                        f"the Docker image {apptainer.IMAGE} (none on this host)")
+    return Check("tools", name, WARN,
+                 f"none on this host; the apptainer target runs Debian's "
+                 f"{apptainer.APPTAINER.version} in a trixie container, made on first use"
+                 + ("" if engine_running else ", which needs the Docker engine"),
+                 "install apptainer, or start the Docker engine")
 
 
 def _driver_checks(host: gpu.HostGpu) -> list[Check]:

@@ -13,21 +13,17 @@ no CUDA program runs. :class:`HostGpu` puts the three together with the containe
 GPU support (:func:`runtimes`), and :func:`image_fits` says which GPU images recorded in
 kern.lock can run here.
 
-The minimum driver of each CUDA release is the table that kern-gpu-check
-(recipes/kern-gpu-check/kern-gpu-check.c) compiles in; a unit test keeps the two equal.
-As in kern-gpu-check, ``$KERN_GPU_ROOT`` (default ``/``) is the root that the /proc file and
-the CDI specs are read under, so tests use a fake root.
+The minimum driver of each CUDA release comes from :mod:`kernbuild.cuda`, whose table
+kern-gpu-check compiles in. As in kern-gpu-check, ``$KERN_GPU_ROOT`` (default ``/``) is
+the root that the /proc file and the CDI specs are read under, so tests use a fake root.
 
-``python -m kernbuild.gpu nvml`` is the NVML probe that :func:`nvml_report` runs.
+``python -m kernbuild.nvml`` is the NVML probe that :func:`nvml_report` runs.
 """
 
 from __future__ import annotations
 
-import ctypes
-import importlib.util
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -36,63 +32,42 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kernbuild.errors import KernError
-
-# The minimum Linux driver of each CUDA release (the GA release of each minor version),
-# from the "CUDA Toolkit and Corresponding Driver Versions" table of NVIDIA's CUDA Toolkit
-# release notes: the same rows as MINIMUM in kern-gpu-check.c (a unit test compares them).
-MINIMUM_DRIVER: dict[tuple[int, int], str] = {
-    (11, 0): "450.51.05", (11, 1): "455.23", (11, 2): "460.27.03", (11, 3): "465.19.01",
-    (11, 4): "470.42.01", (11, 5): "495.29.05", (11, 6): "510.39.01", (11, 7): "515.43.04",
-    (11, 8): "520.61.05", (12, 0): "525.60.13", (12, 1): "530.30.02", (12, 2): "535.54.03",
-    (12, 3): "545.23.06", (12, 4): "550.54.14", (12, 5): "555.42.02", (12, 6): "560.28.03",
-    (12, 8): "570.26", (12, 9): "575.51.03", (13, 0): "580.65.06",
-}
-
-# The driver a whole major version needs under CUDA's minor version compatibility
-# (FLOORS in kern-gpu-check.c).
-MAJOR_FLOOR: dict[int, str] = {11: "450.80.02", 12: "525.60.13", 13: "580.65.06"}
+from kernbuild.cuda import DRIVER_LIBRARY, VERSION, minimum_driver, version_key
+from kernbuild.nvml import CUDA_LIB, NVML_LIB
+from kernbuild.runtime.tools import locate
 
 MODULE, NVML, SMI = "kernel module", "NVML", "nvidia-smi"
-NVML_LIB, CUDA_LIB = "libnvidia-ml.so.1", "libcuda.so.1"
-NVML_ERROR_LIB_RM_VERSION_MISMATCH = 18
 SMI_QUERY = ("--query-gpu=driver_version,name,memory.total", "--format=csv,noheader,nounits")
 CDI_DIRS = ("etc/cdi", "var/run/cdi")  # where CDI specs live, under the root
 RELOAD_HINT = ("the loaded kernel module and the driver libraries come from different driver "
                "releases: reboot, or reload the nvidia module after a driver upgrade")
 
-_VERSION = re.compile(r"\d+(?:\.\d+)*")
-
-
-def version_key(version: str) -> tuple[int, ...]:
-    """A dotted version as numbers, compared field by field: "550.9" < "550.54.14", and
-    "570.26" == "570.26.0" (trailing zero fields are dropped), as kern-gpu-check compares."""
-    fields = [int(part) for part in version.split(".")]
-    while len(fields) > 1 and fields[-1] == 0:
-        fields.pop()
-    return tuple(fields)
-
-
-def minimum_driver(cuda_version: str) -> str | None:
-    """The oldest Linux driver that runs programs built with CUDA ``cuda_version``.
-
-    "12.4" and "12.4.1" give 12.4's row; a minor release with no row of its own (12.7, 13.1)
-    gets its major's floor; where both exist the higher wins (11.0's own row is below the
-    11.x floor). None for a major version kernbuild knows nothing of, or for text that is
-    not a version: the same answers as kern-gpu-check.
-    """
-    if not _VERSION.fullmatch(cuda_version):
-        return None
-    fields = [int(part) for part in cuda_version.split(".")]
-    minor = fields[1] if len(fields) > 1 else None
-    known = [v for v in (MAJOR_FLOOR.get(fields[0]), MINIMUM_DRIVER.get((fields[0], minor)))
-             if v]
-    return max(known, key=version_key, default=None)
-
 
 def gpu_root(env: Mapping[str, str] = os.environ) -> Path:
     """The root the driver's files are read under: ``$KERN_GPU_ROOT``, or ``/``."""
     return Path(env.get("KERN_GPU_ROOT") or "/")
+
+
+def host_driver_libraries(root: Path = Path("/")) -> list[Path]:
+    """The host's driver libraries, as ``ldconfig -p`` knows them (what apptainer --nv
+    binds into /.singularity.d/libs); under ``root`` when that is not ``/``, a fake root
+    for tests, searched in the usual library directories."""
+    if root != Path("/"):
+        found = [p for directory in ("usr/lib/x86_64-linux-gnu", "usr/lib64", "usr/lib")
+                 for p in sorted((root / directory).glob("lib*.so*"))]
+    else:
+        try:
+            listing = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True,
+                                     timeout=30).stdout
+        except (OSError, subprocess.SubprocessError):
+            return []
+        found = [Path(line.rsplit("=>", 1)[1].strip()) for line in listing.splitlines()
+                 if "=>" in line and "x86-64" in line]
+    seen: dict[str, Path] = {}
+    for path in found:
+        if DRIVER_LIBRARY.match(path.name) and path.name not in seen:
+            seen[path.name] = path
+    return list(seen.values())
 
 
 @dataclass(frozen=True)
@@ -137,13 +112,13 @@ def module_version(root: Path) -> Reading:
     for line in text.splitlines():
         if line.startswith("NVRM version:"):
             for token in line.removeprefix("NVRM version:").split():
-                if "." in token and _VERSION.fullmatch(token):
+                if "." in token and VERSION.fullmatch(token):
                     return Reading(MODULE, version=token)
     return Reading(MODULE, error=f"no kernel module version in {path}")
 
 
 def nvml_report(env: Mapping[str, str] | None = None, timeout: float = 30) -> Reading:
-    """NVML's driver version and GPUs, asked by ``python -m kernbuild.gpu nvml``.
+    """NVML's driver version and GPUs, asked by ``python -m kernbuild.nvml``.
 
     A subprocess, because a driver library that is broken can crash the process that loads
     it, and because ``LD_LIBRARY_PATH`` (``env``, default this process's environment) only
@@ -151,7 +126,7 @@ def nvml_report(env: Mapping[str, str] | None = None, timeout: float = 30) -> Re
     a crash or a hang included, is a Reading with an error.
     """
     try:
-        done = subprocess.run([sys.executable, "-m", "kernbuild.gpu", "nvml"], env=env,
+        done = subprocess.run([sys.executable, "-m", "kernbuild.nvml"], env=env,
                               capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         return Reading(NVML, error=f"NVML did not answer within {timeout:g} s")
@@ -267,7 +242,7 @@ def runtimes(nvml: Reading, docker_info: Mapping | None, docker_error: str,
     no_libraries = " and ".join(missing) + " not found on this host"
     found = []
 
-    apptainer = shutil.which("apptainer") or shutil.which("singularity")
+    apptainer = locate("apptainer")
     if apptainer is None:
         found.append(Runtime("apptainer", False, False,
                              "neither apptainer nor singularity is on PATH"))
@@ -278,13 +253,13 @@ def runtimes(nvml: Reading, docker_info: Mapping | None, docker_error: str,
         found.append(Runtime("apptainer", True, bool(ways),
                              "; ".join(ways) or f"--nv: {no_libraries}"))
 
-    if importlib.util.find_spec("udocker") is None and shutil.which("udocker") is None:
+    if locate("udocker") is None:
         found.append(Runtime("udocker", False, False, "not installed (pip install udocker)"))
     else:
         found.append(Runtime("udocker", True, not missing, f"--nvidia: {no_libraries}" if missing
                              else "--nvidia (copies the host's driver libraries)"))
 
-    if shutil.which("bwrap") is None:
+    if locate("bwrap") is None:
         found.append(Runtime("sif-bwrap", False, False, "bwrap is not on PATH"))
     else:
         found.append(Runtime("sif-bwrap", True, not missing, no_libraries if missing else
@@ -361,26 +336,6 @@ class ImageFit:
     reason: str
 
 
-def gpu_images(lockfile: Path) -> dict[str, str | None]:
-    """The GPU images kern.lock records (entries with ``"gpu": true``), each with the CUDA
-    release it was built with (its ``"cuda"``; None if not recorded). An entry without
-    ``"gpu"`` is a CPU image; no lockfile means no image was built yet."""
-    try:
-        lock = json.loads(lockfile.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise KernError(f"{lockfile} cannot be read: {exc}",
-                        "rebuild an image (kernbuild image NAME) to rewrite it") from None
-    images = lock.get("images") if isinstance(lock, dict) else None
-    if not isinstance(images, dict):
-        raise KernError(f"{lockfile} has no images table",
-                        "rebuild an image (kernbuild image NAME) to rewrite it")
-    return {tag: None if entry.get("cuda") is None else str(entry["cuda"])
-            for tag, entry in sorted(images.items())
-            if isinstance(entry, dict) and entry.get("gpu") is True}
-
-
 def image_fits(images: Mapping[str, str | None], host: HostGpu) -> list[ImageFit]:
     """For each GPU image (tag -> CUDA release): runnable here iff a GPU is usable (visible,
     driver versions agreeing) and the kernel module is at least the CUDA release's minimum
@@ -403,91 +358,3 @@ def image_fits(images: Mapping[str, str | None], host: HostGpu) -> list[ImageFit
             continue
         fits.append(ImageFit(tag, cuda, needs, False, reason))
     return fits
-
-
-class _Memory(ctypes.Structure):
-    _fields_ = [("total", ctypes.c_ulonglong), ("free", ctypes.c_ulonglong),
-                ("used", ctypes.c_ulonglong)]
-
-
-_NVML_FUNCTIONS = ("nvmlInit_v2", "nvmlShutdown", "nvmlErrorString", "nvmlSystemGetDriverVersion",
-                   "nvmlDeviceGetCount_v2", "nvmlDeviceGetHandleByIndex_v2", "nvmlDeviceGetName",
-                   "nvmlDeviceGetMemoryInfo")
-
-
-def _loaded_file(name: str) -> str | None:
-    """The real file of the loaded library ``name`` ("libnvidia-ml.so.1"), from this
-    process's memory map: what the dynamic loader picked, which ctypes does not say."""
-    stem = name.split(".so")[0] + ".so"
-    with open("/proc/self/maps") as maps:
-        for line in maps:
-            fields = line.split(maxsplit=5)
-            if len(fields) == 6 and os.path.basename(fields[5].strip()).startswith(stem):
-                return os.path.realpath(fields[5].strip())
-    return None
-
-
-def _file_version(path: str | None) -> str | None:
-    """The driver release in a library's real file name, as in libnvidia-ml.so.550.90.07."""
-    match = re.search(r"\.so\.(\d+(?:\.\d+)+)$", path or "")
-    return match.group(1) if match else None
-
-
-def _probe_nvml() -> dict:
-    """Ask NVML for the driver version and the GPUs (in the subprocess nvml_report runs)."""
-    try:
-        nvml = ctypes.CDLL(NVML_LIB)
-    except OSError as exc:
-        return {"error": f"{NVML_LIB} is not loadable: {exc}"}
-    libraries = {NVML_LIB: _loaded_file(NVML_LIB), CUDA_LIB: None}
-    try:
-        ctypes.CDLL(CUDA_LIB)  # only located: runtimes bind it into containers
-        libraries[CUDA_LIB] = _loaded_file(CUDA_LIB)
-    except OSError:
-        pass  # reported as missing by the runtimes that need it
-    missing = [name for name in _NVML_FUNCTIONS if not hasattr(nvml, name)]
-    if missing:
-        return {"error": f"{NVML_LIB} has no {', '.join(missing)}", "libraries": libraries}
-    nvml.nvmlErrorString.restype = ctypes.c_char_p
-    nvml.nvmlErrorString.argtypes = [ctypes.c_int]
-    nvml.nvmlDeviceGetHandleByIndex_v2.argtypes = [ctypes.c_uint,
-                                                   ctypes.POINTER(ctypes.c_void_p)]
-    nvml.nvmlDeviceGetName.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_uint]
-    nvml.nvmlDeviceGetMemoryInfo.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Memory)]
-
-    def error(rc: int) -> str:
-        return (nvml.nvmlErrorString(rc) or b"unknown error").decode(errors="replace")
-
-    text = ctypes.create_string_buffer(96)
-    rc = nvml.nvmlInit_v2()
-    if rc == NVML_ERROR_LIB_RM_VERSION_MISMATCH:
-        # NVML may still say its own version; if not, its file name does.
-        ok = nvml.nvmlSystemGetDriverVersion(text, len(text)) == 0 and text.value
-        return {"error": error(rc), "mismatch": True, "libraries": libraries,
-                "version": text.value.decode() if ok else _file_version(libraries[NVML_LIB])}
-    if rc != 0:
-        return {"error": f"NVML initialisation failed: {error(rc)}", "libraries": libraries}
-    try:
-        if (rc := nvml.nvmlSystemGetDriverVersion(text, len(text))) != 0:
-            return {"error": f"NVML has no driver version: {error(rc)}", "libraries": libraries}
-        report = {"version": text.value.decode(), "libraries": libraries, "gpus": []}
-        count = ctypes.c_uint()
-        if (rc := nvml.nvmlDeviceGetCount_v2(ctypes.byref(count))) != 0:
-            return {**report, "error": f"NVML cannot count the GPUs: {error(rc)}"}
-        for index in range(count.value):
-            device, memory = ctypes.c_void_p(), _Memory()
-            if ((rc := nvml.nvmlDeviceGetHandleByIndex_v2(index, ctypes.byref(device))) != 0
-                    or (rc := nvml.nvmlDeviceGetName(device, text, len(text))) != 0
-                    or (rc := nvml.nvmlDeviceGetMemoryInfo(device, ctypes.byref(memory))) != 0):
-                return {**report, "error": f"GPU {index} does not answer: {error(rc)}"}
-            report["gpus"].append({"index": index, "name": text.value.decode(errors="replace"),
-                                   "memory_mib": memory.total // (1024 * 1024)})
-        return report
-    finally:
-        nvml.nvmlShutdown()
-
-
-if __name__ == "__main__":
-    if sys.argv[1:] != ["nvml"]:
-        sys.exit("usage: python -m kernbuild.gpu nvml")
-    print(json.dumps(_probe_nvml()))

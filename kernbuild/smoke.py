@@ -8,15 +8,13 @@ packages' dependencies are all right.
 
 from __future__ import annotations
 
-import io
-import tarfile
-import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kernbuild.engine import APT_UPDATE_RETRIED
 from kernbuild.errors import KernError
 from kernbuild.recipe.model import Recipe
+from kernbuild.results import StepResult
+from kernbuild.runtime.docker import DockerSession
 
 if TYPE_CHECKING:
     import docker
@@ -25,18 +23,6 @@ if TYPE_CHECKING:
 
 REPO_MOUNT = "/srv/kern-repo"
 KEYRING = "/etc/apt/keyrings/kern-archive-keyring.gpg"
-
-
-@dataclass(frozen=True)
-class StepResult:
-    command: str
-    exit_code: int
-    output: str
-    seconds: float
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0
 
 
 def run_smoke(client: "docker.DockerClient", base_image: str, repo: "AptRepository",
@@ -60,35 +46,33 @@ def run_smoke(client: "docker.DockerClient", base_image: str, repo: "AptReposito
     if areas:
         apt_files["/etc/apt/sources.list.d/debian-areas.list"] = (areas + "\n").encode()
     packages = [f"{p.name}={versions[p.name]}" for p in recipe.packages]
-    container = client.containers.run(
-        base_image, ["sleep", "infinity"], detach=True,
-        volumes={str(repo.root.resolve()): {"bind": REPO_MOUNT, "mode": "ro"}},
-        labels={"kernbuild": "smoke", "kernbuild.recipe": recipe.name})
-    try:
-        container.put_archive("/", _tar(apt_files))
+    with DockerSession(client, base_image,
+                       volumes={str(repo.root.resolve()): {"bind": REPO_MOUNT, "mode": "ro"}},
+                       labels={"kernbuild": "smoke", "kernbuild.recipe": recipe.name}) as session:
+        session.put_files(apt_files)
         install = ["sh", "-c", f"({APT_UPDATE_RETRIED}) && apt-get install -y -q "
                    '--no-install-recommends "$@"', "install", *packages]
-        results = [_exec(container, install, "apt-get install " + " ".join(packages),
-                         {"DEBIAN_FRONTEND": "noninteractive"})]
+        results = [session.exec(install, "apt-get install " + " ".join(packages),
+                                environment={"DEBIAN_FRONTEND": "noninteractive"})]
         if results[0].ok:
-            results += [_exec(container, ["sh", "-c", step.run], step.run) for step in recipe.smoke]
+            results += [session.exec(["sh", "-c", step.run], step.run) for step in recipe.smoke]
         return results
-    finally:
-        container.remove(force=True)
 
 
-def _exec(container, command: list[str], label: str, environment: dict | None = None) -> StepResult:
-    started = time.monotonic()
-    code, output = container.exec_run(command, environment=environment or {})
-    return StepResult(label, code, output.decode("utf-8", "replace"), time.monotonic() - started)
+def smoke_recipe(workspace, suite, name: str) -> list[StepResult]:
+    """``kernbuild smoke NAME``: the recipe's published packages installed in a clean
+    container of the suite's base image, and its smoke steps (see :func:`run_smoke`)."""
+    from kernbuild import engine
+    from kernbuild.build import open_repository
+    from kernbuild.build.package import published_versions
 
-
-def _tar(files: dict[str, bytes]) -> bytes:
-    """An in-memory tar of absolute paths (and their parent directories) for put_archive."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for path, content in files.items():
-            info = tarfile.TarInfo(path.lstrip("/"))
-            info.size, info.mode = len(content), 0o644
-            tar.addfile(info, io.BytesIO(content))
-    return buffer.getvalue()
+    recipe = suite.get(name)
+    client = engine.connect()
+    base = suite.settings.base_tag
+    if engine.image_id(client, base) is None:
+        raise KernError(f"the base image {base} is missing", f"run 'kernbuild package {name}'")
+    repo = open_repository(workspace, suite)
+    components = suite.components(recipe)
+    areas = (f"deb {suite.settings.mirror} {suite.settings.distribution} {' '.join(components)}"
+             if components else None)
+    return run_smoke(client, base, repo, recipe, published_versions(repo, suite), areas)

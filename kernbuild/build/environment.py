@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -24,6 +22,7 @@ from kernbuild import engine
 from kernbuild.engine import image_id
 from kernbuild.errors import KernError
 from kernbuild.recipe.model import SuiteSettings
+from kernbuild.runtime.tools import locate, require, run_tool
 
 if TYPE_CHECKING:
     import docker
@@ -46,10 +45,6 @@ class BuildEnvironment:
     image_id: str
 
 
-def base_tag(settings: SuiteSettings) -> str:
-    return settings.base if settings.base_is_registry_image else f"kern/base:{settings.base}"
-
-
 def build_dockerfile(base: str) -> str:
     """The build image's Dockerfile (rendered on every run: its hash names the image)."""
     import jinja2
@@ -64,8 +59,7 @@ def build_dockerfile(base: str) -> str:
 def ensure(client: "docker.DockerClient", settings: SuiteSettings, work: Path,
            say: Say = lambda _: None) -> BuildEnvironment:
     """The suite's base and build images, made if missing (minutes), looked up if present."""
-    base = base_tag(settings)
-    base_id = image_id(client, base) or _make_base(client, settings, work, say)
+    base, base_id = ensure_base(client, settings, work, say)
     dockerfile = build_dockerfile(base)
     digest = hashlib.sha256((dockerfile + base_id).encode()).hexdigest()[:12]
     tag = f"kern/build:{settings.distribution}-{digest}"
@@ -74,6 +68,13 @@ def ensure(client: "docker.DockerClient", settings: SuiteSettings, work: Path,
         say(f"making the build image {tag}")
         build_id = build_image(client, dockerfile, tag, work)
     return BuildEnvironment(base, base_id, tag, build_id)
+
+
+def ensure_base(client: "docker.DockerClient", settings: SuiteSettings, work: Path,
+                say: Say = lambda _: None) -> tuple[str, str]:
+    """The suite's base image (tag, id), made if missing (about a minute)."""
+    base = settings.base_tag
+    return base, image_id(client, base) or _make_base(client, settings, work, say)
 
 
 def build_image(client: "docker.DockerClient", dockerfile: str, tag: str, work: Path,
@@ -93,26 +94,23 @@ def _make_base(client: "docker.DockerClient", settings: SuiteSettings, work: Pat
                say: Say) -> str:
     if settings.base_is_registry_image:
         return _pull(client, settings.base, say)
-    if shutil.which("mmdebstrap") is None:
+    if locate("mmdebstrap") is None:
         raise KernError("mmdebstrap is needed to make the base image from scratch",
                         "apt-get install mmdebstrap, or set base: to a registry image "
                         "such as ubuntu:24.04 in recipes/suite.yaml")
-    tag = base_tag(settings)
+    tag = settings.base_tag
     say(f"making the base image {tag} with mmdebstrap (about a minute)")
     work.mkdir(parents=True, exist_ok=True)
     # Dated like the release, so two bases made from one archive state are the same.
     epoch = int(datetime.fromisoformat(settings.date).replace(tzinfo=timezone.utc).timestamp())
     with tempfile.TemporaryDirectory(dir=work) as scratch:
         tarball = Path(scratch, "base.tar")
-        command = ["mmdebstrap", "--variant=minbase", "--format=tar", "--quiet",
-                   settings.base, str(tarball), settings.mirror]
-        result = subprocess.run(command, capture_output=True, text=True,
-                                env={**os.environ, "SOURCE_DATE_EPOCH": str(epoch)})
-        if result.returncode != 0:
-            raise KernError(f"mmdebstrap could not make a {settings.base} base:\n"
-                            + "\n".join(result.stderr.splitlines()[-15:]),
-                            f"is {settings.mirror} reachable, and is {settings.base!r} "
-                            "a Debian codename?")
+        run_tool([require("mmdebstrap"), "--variant=minbase", "--format=tar", "--quiet",
+                  settings.base, str(tarball), settings.mirror],
+                 what=f"mmdebstrap of a {settings.base} base", where=work,
+                 env={**os.environ, "SOURCE_DATE_EPOCH": str(epoch)},
+                 hint=f"is {settings.mirror} reachable, and is {settings.base!r} "
+                      "a Debian codename?")
         repository, _, version = tag.partition(":")
         from docker.errors import APIError
 

@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -32,9 +31,13 @@ from typing import TYPE_CHECKING, Callable
 from kernbuild import debian
 from kernbuild.build.environment import BuildEnvironment
 from kernbuild.engine import APT_UPDATE_RETRIED
+from kernbuild.cuda import driver_packages
 from kernbuild.errors import KernError
 from kernbuild.recipe.graph import build_order, dependencies
 from kernbuild.recipe.model import Recipe, Suite
+from kernbuild.recipe.schema import relation_names
+from kernbuild.runtime.docker import DockerSession
+from kernbuild.runtime.tools import require, run_tool
 from kernbuild.sources import file_sha256
 
 if TYPE_CHECKING:
@@ -260,40 +263,36 @@ class PackageBuilder:
                 f"deb {settings.mirror} {settings.distribution} {' '.join(sorted(components))}\n")
             mounts[str(scratch / "areas.list")] = {
                 "bind": "/etc/apt/sources.list.d/debian-areas.list", "mode": "ro"}
-        container = client.containers.run(
-            self.environment.image_id, ["sleep", "infinity"], detach=True, volumes=mounts,
-            labels={"kernbuild": "build", "kernbuild.recipe": recipe.name},
-            environment={"DEBIAN_FRONTEND": "noninteractive"})
         where = f"/build/{tree_name}"
-        try:
+        with DockerSession(client, self.environment.image_id, volumes=mounts,
+                           labels={"kernbuild": "build", "kernbuild.recipe": recipe.name},
+                           environment={"DEBIAN_FRONTEND": "noninteractive"}) as session:
             self.report(recipe.name, "building", "installing build dependencies")
             # A mirror's hiccup ("Some index files failed to download") is not the recipe's
             # fault: try three times before failing the build.
-            self._exec(container, ["sh", "-c", APT_UPDATE_RETRIED], log, recipe,
+            self._exec(session, ["sh", "-c", APT_UPDATE_RETRIED], log, recipe,
                        "apt-get update failed",
                        "is Debian's archive reachable from containers?")
             # A variant's build dependencies are most likely the ones that went wrong.
             line, _ = recipe.where(("variants", recipe.variant.name, "build", "depends")
                                    if recipe.variant else ("build", "depends"))
-            self._exec(container, ["apt-get", "build-dep", "-y", where], log, recipe,
+            self._exec(session, ["apt-get", "build-dep", "-y", where], log, recipe,
                        "its build dependencies could not be installed",
                        f"check build.depends in {recipe.path}:{line}")
             # Build offline: a build that fetches from the network is not reproducible.
-            self._disconnect(client, container)
+            self._disconnect(client, session.container)
             self.report(recipe.name, "building", "dpkg-buildpackage (offline)")
             jobs = max(1, (os.cpu_count() or 1) // max(1, self.jobs))
-            self._exec(container, ["dpkg-buildpackage", "-b", "-us", "-uc"], log, recipe,
+            self._exec(session, ["dpkg-buildpackage", "-b", "-us", "-uc"], log, recipe,
                        "dpkg-buildpackage failed", f"the recipe is {recipe.path}",
                        workdir=where,
                        environment={"DEB_BUILD_OPTIONS": f"noautodbgsym nocheck parallel={jobs}"})
             self.report(recipe.name, "building", "lintian")
             # The .debs, not the .changes: lintian checks nothing of a binary-only
             # (+bN) upload's .changes, and nothing is ever uploaded from it.
-            output = self._exec(container, ["sh", "-c", "lintian --fail-on none /build/*.deb"],
+            output = self._exec(session, ["sh", "-c", "lintian --fail-on none /build/*.deb"],
                                 log, recipe, "lintian could not run", "")
             return tuple(line for line in output.splitlines() if line[:2] in ("E:", "W:"))
-        finally:
-            container.remove(force=True)
 
     @staticmethod
     def _disconnect(client, container) -> None:
@@ -306,30 +305,20 @@ class PackageBuilder:
             raise KernError("could not take the build container off the network",
                             "builds run offline; check 'docker network ls'")
 
-    def _exec(self, container, command: list[str], log, recipe: Recipe, failure: str, hint: str,
-              workdir: str = "/build", environment: dict | None = None) -> str:
-        api = container.client.api
+    def _exec(self, session: DockerSession, command: list[str], log, recipe: Recipe,
+              failure: str, hint: str, workdir: str = "/build",
+              environment: dict | None = None) -> str:
         log.write(f"$ {' '.join(command)}\n")
         log.flush()
-        started = time.monotonic()
-        exec_id = api.exec_create(container.id, command, workdir=workdir,
-                                  environment=environment or {})["Id"]
-        chunks: list[str] = []
-        for chunk in api.exec_start(exec_id, stream=True):
-            text = chunk.decode("utf-8", "replace")
-            chunks.append(text)
-            log.write(text)
-        log.flush()
-        output = "".join(chunks)
-        code = api.exec_inspect(exec_id)["ExitCode"]
+        result = session.exec(command, workdir=workdir, environment=environment, log=log)
         # One line per step, so a slow build can be read off its log.
         step = command[2].split()[0] if command[0] == "sh" else command[0]
-        log.write(f"# {step} took {time.monotonic() - started:.2f} s, exit {code}\n")
-        if code != 0:
-            tail = "\n".join(output.splitlines()[-LOG_TAIL:])
-            raise KernError(f"{recipe.name}: {failure} (exit {code}):\n{tail}",
+        log.write(f"# {step} took {result.seconds:.2f} s, exit {result.exit_code}\n")
+        if not result.ok:
+            tail = "\n".join(result.output.splitlines()[-LOG_TAIL:])
+            raise KernError(f"{recipe.name}: {failure} (exit {result.exit_code}):\n{tail}",
                             f"{hint}; the whole log is kept in {log.name}".lstrip("; "))
-        return output
+        return result.output
 
 
 def _refuse_driver_dependencies(recipe: Recipe, debs: list[Path]) -> None:
@@ -338,11 +327,9 @@ def _refuse_driver_dependencies(recipe: Recipe, debs: list[Path]) -> None:
     runtime injects the host's driver."""
     from debian.deb822 import Deb822
 
-    from kernbuild.images.gpu import driver_dependencies
-
     for deb in debs:
-        control = Deb822(subprocess.run(["dpkg-deb", "--field", str(deb)], capture_output=True,
-                                        text=True, check=True).stdout)
+        control = Deb822(run_tool([require("dpkg-deb"), "--field", str(deb)],
+                                  what=f"reading {deb.name}").decode())
         found = driver_dependencies(", ".join(filter(None, (control.get("Pre-Depends"),
                                                             control.get("Depends")))))
         if found:
@@ -351,6 +338,11 @@ def _refuse_driver_dependencies(recipe: Recipe, debs: list[Path]) -> None:
                 f"libraries ({', '.join(found)}): it would install only beside that driver",
                 f"drop them from the depends of {recipe.path}; a CUDA variant (variants: gpu: "
                 "cuda:) leaves the driver to the host, whose libcuda its objects load at run time")
+
+
+def driver_dependencies(depends: str) -> list[str]:
+    """The driver packages a Depends field names, alternatives included."""
+    return driver_packages(relation_names(depends)) if depends.strip() else []
 
 
 def published_versions(repo: "AptRepository", suite: Suite) -> dict[str, str]:

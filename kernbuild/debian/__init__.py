@@ -197,7 +197,7 @@ def rules(recipe: Recipe, tree: Path | None = None) -> str:
     configure = [shlex.quote(flag).replace("$", "$$") for flag in recipe.build.configure]
     # Exported make variables are not shell text; only '$' needs escaping.
     env = [(name, value.replace("$", "$$")) for name, value in recipe.build.env]
-    from kernbuild.images.gpu import DRIVER_PACKAGES
+    from kernbuild.cuda import DRIVER_PACKAGES
 
     cuda = recipe.variant is not None and recipe.variant.cuda is not None
     return _templates.get_template("rules.j2").render(

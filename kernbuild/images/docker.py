@@ -1,4 +1,4 @@
-"""Build an image plan into a Docker image, and run its smoke steps inside it.
+"""Build an image plan into a Docker image.
 
 The build is a plain ``docker build`` of the rendered Dockerfile. The suite's
 repository reaches it over a private Docker network: a small web server
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import secrets
 import tempfile
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,6 @@ from typing import TYPE_CHECKING, Iterator
 from kernbuild import engine
 from kernbuild.images.plan import DEFAULT_REPO_URL, ImagePlan
 from kernbuild.images.writers import render_context
-from kernbuild.smoke import StepResult
 
 if TYPE_CHECKING:
     import docker
@@ -80,22 +78,3 @@ def build_image(client: "docker.DockerClient", plan: ImagePlan, pins: list[str],
                              "of its recipe", dockerfile=f"{plan.name}/Dockerfile",
                              buildargs=buildargs, labels=labels, network_mode=network)
     return BuiltImage(plan.tag, image.id, image.attrs["Size"], image.labels or {})
-
-
-def smoke_image(client: "docker.DockerClient", image: str, commands: tuple[str, ...],
-                **run_options) -> list[StepResult]:
-    """Each smoke command in a fresh container of ``image``, in a scratch directory;
-    ``run_options`` go to ``containers.run`` (a GPU image's GPU options)."""
-    results = []
-    for command in commands:
-        started = time.monotonic()
-        container = client.containers.run(image, ["sh", "-c", command], detach=True,
-                                          working_dir="/tmp", labels={"kernbuild": "smoke"},
-                                          **run_options)
-        try:
-            code = container.wait()["StatusCode"]
-            output = container.logs().decode("utf-8", "replace")
-        finally:
-            container.remove(force=True)
-        results.append(StepResult(command, code, output, time.monotonic() - started))
-    return results

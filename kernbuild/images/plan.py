@@ -172,3 +172,17 @@ def _names(relation: str) -> list[str]:
     from kernbuild.recipe.schema import relation_names
 
     return relation_names(relation)
+
+
+def image_names(suite: Suite, gpu: bool = False) -> list[str]:
+    """The recipes the suite has images of: each with something to put in an image
+    (with ``gpu``, each of those with a gpu variant), by name."""
+    return [r.name for r in sorted(suite.recipes, key=lambda r: r.name)
+            if image_packages(r) and (not gpu or GPU_VARIANT in r.variants)]
+
+
+def suite_plans(suite: Suite, base: str) -> list[ImagePlan]:
+    """A plan for every recipe that has something to put in an image on ``base``, and a
+    GPU plan for every recipe with a gpu variant."""
+    return [plan_image(suite, suite.get(name), base) for name in image_names(suite)] + [
+        plan_gpu_image(suite, suite.get(name), base) for name in image_names(suite, gpu=True)]

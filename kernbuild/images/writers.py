@@ -3,11 +3,17 @@
 Both formats are written from the same plan and the same install primitive
 (``kern-apt-install``); neither is converted from the other. New formats
 register themselves in :data:`WRITERS`.
+
+``dockerfiles/`` in the repository holds :func:`render_context` of every plan
+of the suite, so the Dockerfiles and Singularity definitions can be read,
+reviewed and built with plain ``docker build``; :func:`drift` says where it is
+out of date and :func:`write_tree` brings it up to date.
 """
 
 from __future__ import annotations
 
 import shlex
+import shutil
 from pathlib import Path
 from typing import ClassVar
 
@@ -67,3 +73,29 @@ def render_context(plans: list[ImagePlan]) -> dict[str, str]:
         for writer in WRITERS.values():
             files[f"{plan.name}/{writer.filename}"] = writer.render(plan)
     return files
+
+
+def drift(files: dict[str, str], directory: Path) -> list[str]:
+    """Paths under ``directory`` that differ from ``files``: changed, missing or extra."""
+    on_disk = {str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file()} \
+        if directory.is_dir() else set()
+    changed = [path for path, text in files.items()
+               if path not in on_disk or (directory / path).read_text() != text]
+    return sorted(changed + list(on_disk - set(files)))
+
+
+def write_tree(files: dict[str, str], directory: Path) -> None:
+    """Make ``directory`` hold exactly ``files`` (stale images' directories go)."""
+    if directory.is_dir():
+        for entry in directory.iterdir():
+            if entry.is_dir() and not any(path.startswith(entry.name + "/") for path in files):
+                shutil.rmtree(entry)
+    for path in drift(files, directory):
+        target = directory / path
+        if path in files:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(files[path])
+            if path == "kern-apt-install":
+                target.chmod(0o755)
+        else:
+            target.unlink()

@@ -20,22 +20,32 @@ from typing import Callable
 
 from kernbuild.errors import KernError
 from kernbuild.images.plan import GPU_CHECK, GPU_VARIANT
-from kernbuild.matrix.state import CellResult, MatrixState, StepRecord
-from kernbuild.matrix.targets import (TARGET_NAMES, ApptainerTarget, DockerTarget,
-                                      SifBwrapTarget, Target, unpacked_sif)
+from kernbuild.matrix.state import CellResult, MatrixState
 from kernbuild.recipe.model import Recipe, Suite
+from kernbuild.results import ImageBuild, StepResult
+from kernbuild.runtime import RUNNERS, ImageRef, Runner, RuntimeContext, make_runner
+
+#: The matrix's targets: every runner of the runtime layer, in the grid's order.
+TARGET_NAMES = tuple(RUNNERS)
 
 GPU_CHECK_TIMEOUT = 60  # seconds: it reads a file and opens two libraries
+CWL_TIMEOUT = 1800  # seconds for a whole CWL workflow (each step takes seconds)
 
 
 @dataclass(frozen=True)
 class Cell:
     pipeline: Recipe
     image: str  # the recipe whose image it is
-    form: str  # docker or sif
-    target: Target
-    ref: str  # what the target runs: a Docker image id or a SIF path
+    form: str  # docker, sif or packages
+    target: Runner
+    ref: str  # what the target runs: a Docker image id, a SIF path or package pins
     digest: str  # the image's identity: Docker image id or SIF sha256
+
+    tag: str = ""  # the image's name, kern/<recipe>:1
+
+    @property
+    def image_ref(self) -> ImageRef:
+        return ImageRef(self.ref, self.digest, self.tag)
 
     @property
     def gpu(self) -> bool:
@@ -44,13 +54,23 @@ class Cell:
 
     @property
     def key(self) -> str:
-        parts = (self.pipeline.pipeline.digest(), self.digest, self.target.name)
+        parts = (self.pipeline.pipeline.digest(), workflow_digest(self.pipeline), self.digest,
+                 self.target.name)
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
     def result(self, status: str, reason: str = "", seconds: float = 0.0,
-               steps: list[StepRecord] | None = None) -> CellResult:
+               steps: list[StepResult] | None = None) -> CellResult:
         return CellResult(self.key, self.pipeline.name, self.image, self.form,
                           self.target.name, status, reason, seconds, steps or [])
+
+
+def workflow_digest(recipe: Recipe) -> str:
+    """A CWL pipeline's files (its workflow's directory, tools and scripts), hashed: a cell
+    reruns when any of them changes. "" for a pipeline of steps."""
+    from kernbuild.sources import tree_hash
+
+    cwl = recipe.pipeline.cwl
+    return tree_hash((recipe.path.parent / cwl.workflow).parent) if cwl else ""
 
 
 def run_cell(cell: Cell, scratch_root: Path) -> CellResult:
@@ -62,11 +82,11 @@ def run_cell(cell: Cell, scratch_root: Path) -> CellResult:
     scratch = Path(tempfile.mkdtemp(prefix=f"{cell.pipeline.name}-", dir=scratch_root))
     scratch.chmod(0o777)  # the workflow may run as another user inside the image
     started = time.monotonic()
-    steps: list[StepRecord] = []
+    steps: list[StepResult] = []
     try:
         if cell.gpu:
-            check = cell.target.run(cell.ref, GPU_CHECK, scratch, GPU_CHECK_TIMEOUT)
-            check.phase, check.name = "gpu", GPU_CHECK
+            check = cell.target.run(cell.image_ref, GPU_CHECK, scratch,
+                                    GPU_CHECK_TIMEOUT).named("gpu", GPU_CHECK)
             steps.append(check)
             if check.exit_code != 0:
                 # Its verdict is its last line on stdout; its own notes say "kern-gpu-check:".
@@ -75,9 +95,24 @@ def run_cell(cell: Cell, scratch_root: Path) -> CellResult:
                 line = said[-1] if said else f"exit {check.exit_code}"
                 return cell.result("skip", f"{GPU_CHECK}: {line}", time.monotonic() - started,
                                    steps)
+        cwl = cell.pipeline.pipeline.cwl
+        if cwl is not None:
+            recipes = cell.pipeline.path.parent
+            record = cell.target.run_workflow(cell.image_ref, recipes / cwl.workflow,
+                                              recipes / cwl.job, scratch,
+                                              CWL_TIMEOUT).named("cwl", cell.target.name)
+            steps.append(record)
+            if record.timed_out:
+                return cell.result("fail", f"the workflow timed out after {CWL_TIMEOUT} s",
+                                   time.monotonic() - started, steps)
+            if record.exit_code != 0:
+                return cell.result("fail", f"the workflow failed (exit {record.exit_code}): "
+                                   f"{_last_error(record.output)}", time.monotonic() - started,
+                                   steps)
+            return cell.result("pass", "", time.monotonic() - started, steps)
         for phase, step in cell.pipeline.pipeline.all_steps:
-            record = cell.target.run(cell.ref, step.run, scratch, step.timeout)
-            record.phase, record.name = phase, step.name
+            record = cell.target.run(cell.image_ref, step.run, scratch,
+                                     step.timeout).named(phase, step.name)
             steps.append(record)
             if record.timed_out:
                 return cell.result("fail", f"{phase} {step.name} timed out after "
@@ -91,16 +126,10 @@ def run_cell(cell: Cell, scratch_root: Path) -> CellResult:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def all_targets(workspace, suite: Suite, connect) -> list[Target]:
+def all_targets(workspace, suite: Suite) -> list[Runner]:
     """Every target, in the order the grid shows them."""
-    from kernbuild.matrix.targets.native import NativeTarget
-    from kernbuild.matrix.targets.udocker import UdockerTarget
-
-    matrix = workspace.state / "matrix"
-    return [DockerTarget(connect), UdockerTarget(connect, matrix / "udocker"),
-            ApptainerTarget(), SifBwrapTarget(None),
-            NativeTarget(workspace.repo, suite.settings.repo_distribution,
-                         suite.settings.distribution, suite.settings.mirror, matrix / "native")]
+    context = RuntimeContext.for_workspace(workspace, suite.settings)
+    return [make_runner(name, context) for name in TARGET_NAMES]
 
 
 def run_matrix(workspace, suite: Suite, *, pipelines: list[str] | None = None,
@@ -115,8 +144,7 @@ def run_matrix(workspace, suite: Suite, *, pipelines: list[str] | None = None,
     With ``gpu``, the GPU image of every image whose recipe has a gpu variant joins
     the matrix; its cells run kern-gpu-check first, with the host's GPUs handed over
     as each target's runtime does, and are skipped with its line when it fails."""
-    from kernbuild import engine
-    from kernbuild.images import build_images
+    from kernbuild.images.build import build_images
 
     for name in images or ():
         suite.get(name)  # an unknown image is an error with a suggestion, not an empty matrix
@@ -142,7 +170,7 @@ def run_matrix(workspace, suite: Suite, *, pipelines: list[str] | None = None,
         if reason:
             raise KernError(f"the Slurm executor cannot run: {reason}",
                             "start a cluster (bash ci/setup-slurm.sh) or use --executor local")
-    wanted_targets = [t for t in all_targets(workspace, suite, engine.connect)
+    wanted_targets = [t for t in all_targets(workspace, suite)
                       if not targets or t.name in targets]
     image_names = sorted({i for r in chosen for i in r.pipeline.images
                           if not images or i in images})
@@ -161,42 +189,49 @@ def run_matrix(workspace, suite: Suite, *, pipelines: list[str] | None = None,
         if state == "image":
             say(f"{recipe}: {detail}")
 
-    entries = {e["recipe"]: e for e in build_images(
+    builds = {b.lock.recipe: b for b in build_images(
         workspace, suite, image_names, formats=forms, say=say, report=report_image)}
-    gpu_entries = {name: e for name, e in zip(gpu_names, build_images(
+    gpu_builds = {name: b for name, b in zip(gpu_names, build_images(
         workspace, suite, gpu_names, formats=forms, gpu=True, say=say,
         report=report_image) if gpu_names else [])}
 
-    # Each SIF's root filesystem, unpacked before any cell runs (so no cell waits on another).
-    digests = {e["sif"]["path"]: e["sif"]["sha256"]
-               for e in [*entries.values(), *gpu_entries.values()] if "sif" in e}
-    rootfs_cache = workspace.state / "matrix" / "rootfs"
-    for target in wanted_targets:
-        if isinstance(target, SifBwrapTarget):
-            for path, digest in digests.items():
-                unpacked_sif(path, digest, rootfs_cache)
-            target.rootfs_of = lambda path: unpacked_sif(path, digests[path], rootfs_cache)
+    from kernbuild.build import open_repository
+
+    key = open_repository(workspace, suite).key
+    for target in wanted_targets:  # SIFs run only with the suite's signature on them
+        if not target.unavailable():
+            target.trust(key)
     cells = []
     for recipe in chosen:
         for image in recipe.pipeline.images:
-            if image not in entries:
+            if image not in builds:
                 continue
-            images_ = [(entries[image], wanted_targets)]
-            if image in gpu_entries:
-                images_.append((gpu_entries[image], [t.with_gpu() for t in wanted_targets]))
-            for entry, targets_ in images_:
-                pins = " ".join(f"{p}={v}" for p, v in sorted(entry["packages"].items()))
-                sif = entry.get("sif", {})
-                refs = {"docker": (entry["image"], entry["image"]),
-                        "sif": (sif.get("path"), sif.get("sha256")),
-                        # exact versions name exact bytes: the repository never changes them
-                        "packages": (pins, hashlib.sha256(pins.encode()).hexdigest())}
-                for target in targets_:
-                    ref, digest = refs[target.form]
-                    cells.append(Cell(recipe, entry["recipe"], target.form, target, ref,
-                                      digest))
+            images_ = [(builds[image], wanted_targets)]
+            if image in gpu_builds:
+                images_.append((gpu_builds[image], [t.with_gpu() for t in wanted_targets]))
+            kind = "cwl" if recipe.pipeline.cwl else "steps"
+            for build, targets_ in images_:
+                cells += [Cell(recipe, build.lock.recipe, target.form, target,
+                               *_image_of(build, target.form), build.lock.tag)
+                          for target in targets_ if target.workflows == kind]
     state = MatrixState(workspace.state / "matrix" / "results.sqlite")
     scratch = workspace.state / "matrix" / "scratch"
+    # What each target prepares once per image (a SIF unpacked, an image loaded into
+    # udocker, a chroot made), done before any cell runs, so no cell waits on another.
+    # An image that cannot be made ready (a SIF whose signature does not verify, an
+    # image udocker cannot load) fails its cells with the reason; the others go on.
+    prepared: dict[tuple[str, str], str] = {}  # (target, digest) -> "" or why not
+    for cell in cells:
+        if (cell.target.name, cell.digest) in prepared or cell.target.unavailable() \
+                or (resume and state.passed(cell.key)):
+            continue
+        say(f"{cell.target.name}: preparing {cell.image} ({cell.form})")
+        try:
+            cell.target.prepare(cell.image_ref)
+            prepared[cell.target.name, cell.digest] = ""
+        except KernError as exc:
+            say(f"{cell.target.name}: cannot prepare {cell.image}: {exc.message}")
+            prepared[cell.target.name, cell.digest] = exc.message
 
     def run(cell: Cell) -> CellResult:
         stored = state.passed(cell.key) if resume else None
@@ -204,7 +239,9 @@ def run_matrix(workspace, suite: Suite, *, pipelines: list[str] | None = None,
             report(stored, "resumed")
             return stored
         report(cell, "running")
-        if slurm is not None and not cell.target.unavailable():
+        if why := prepared.get((cell.target.name, cell.digest)):
+            result = cell.result("fail", f"cannot run {cell.image} ({cell.form}): {why}")
+        elif slurm is not None and not cell.target.unavailable():
             result = slurm.run(cell, workspace.recipes, workspace.state)
         else:
             result = run_cell(cell, scratch)
@@ -214,3 +251,25 @@ def run_matrix(workspace, suite: Suite, *, pipelines: list[str] | None = None,
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         return list(pool.map(run, cells))
+
+
+def _last_error(output: str) -> str:
+    """The line of a CWL runner's log that says what failed."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for mark in ("permanentFail", "ERROR", "Error", "error"):
+        found = [line for line in lines if mark in line]
+        if found:
+            return found[-1][:300]
+    return (lines or ["no output"])[-1][:300]
+
+
+def _image_of(build: ImageBuild, form: str) -> tuple[str, str]:
+    """(ref, digest) of the image ``build`` in ``form``: what a target of that form runs."""
+    lock = build.lock
+    if form == "docker":
+        return lock.image, lock.image
+    if form == "sif":
+        return lock.sif.path, lock.sif.sha256
+    # exact versions name exact bytes: the repository never changes them
+    pins = " ".join(f"{p}={v}" for p, v in sorted(lock.packages.items()))
+    return pins, hashlib.sha256(pins.encode()).hexdigest()

@@ -17,7 +17,6 @@ killed by Slurm often reads 0:0).
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import shutil
@@ -26,11 +25,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 
+from kernbuild.fsutil import atomic_write_json
 from kernbuild.matrix import Cell, run_cell
-from kernbuild.matrix.state import CellResult, StepRecord
+from kernbuild.matrix.state import CellResult
+from kernbuild.results import StepResult, from_json, to_json
 
 HINT = "set up a one-node cluster with: bash ci/setup-slurm.sh (as root)"
 MARGIN_S = 120  # on top of the steps' timeouts: unpacking a SIF, starting Python
@@ -48,52 +49,29 @@ def cell_spec(cell: Cell, recipes: Path, state: Path) -> dict:
     return {"recipes": str(Path(recipes).resolve()), "state": str(Path(state).resolve()),
             "pipeline": cell.pipeline.name, "image": cell.image, "form": cell.form,
             "target": cell.target.name, "gpu": cell.gpu, "ref": cell.ref,
-            "digest": cell.digest}
+            "digest": cell.digest, "tag": cell.tag}
 
 
 def result_to_json(result: CellResult) -> dict:
-    return asdict(result)
+    return to_json(result)
 
 
 def result_from_json(data: dict) -> CellResult:
     data = dict(data)
-    data["steps"] = [StepRecord(**s) for s in data.get("steps", [])]
+    data["steps"] = [from_json(StepResult, s) for s in data.get("steps", [])]
     return CellResult(**data)
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write ``data`` to ``path`` whole or not at all (temporary file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --- the worker: runs on the compute node -------------------------------------------
 
 
-def make_target(name: str, suite, recipes: Path, state: Path, digest: str):
-    """The target ``name`` from the matrix's own registry, made afresh in this process."""
-    from kernbuild import engine
-    from kernbuild.matrix import all_targets
-    from kernbuild.matrix.targets import SifBwrapTarget, unpacked_sif
+def make_target(name: str, suite, recipes: Path, state: Path):
+    """The target ``name`` from the runtime layer's registry, made afresh in this process."""
+    from kernbuild.runtime import RuntimeContext, make_runner
     from kernbuild.workspace import Workspace
 
-    workspace = Workspace(recipes, state)
-    target = next((t for t in all_targets(workspace, suite, engine.connect) if t.name == name),
-                  None)
-    if target is None:
-        raise ValueError(f"unknown target {name!r}")
-    if isinstance(target, SifBwrapTarget):
-        target.rootfs_of = lambda path: unpacked_sif(path, digest, state / "matrix" / "rootfs")
-    return target
+    return make_runner(name, RuntimeContext.for_workspace(Workspace(recipes, state),
+                                                          suite.settings))
 
 
 def cell_from_spec(spec: dict) -> Cell:
@@ -101,11 +79,11 @@ def cell_from_spec(spec: dict) -> Cell:
 
     suite = load_suite(Path(spec["recipes"]))
     state = Path(spec["state"])
-    target = make_target(spec["target"], suite, Path(spec["recipes"]), state, spec["digest"])
+    target = make_target(spec["target"], suite, Path(spec["recipes"]), state)
     if spec.get("gpu"):
         target = target.with_gpu()
     return Cell(suite.get(spec["pipeline"]), spec["image"], spec["form"], target,
-                spec["ref"], spec["digest"])
+                spec["ref"], spec["digest"], spec.get("tag", ""))
 
 
 class _Terminated(Exception):
@@ -124,7 +102,7 @@ def run_spec(spec_path: Path, result_path: Path) -> CellResult:
     signal.signal(signal.SIGTERM, _on_sigterm)
     cell = cell_from_spec(spec)
     result = run_cell(cell, Path(spec["state"]) / "matrix" / "scratch")
-    write_json_atomic(Path(result_path), result_to_json(result))
+    atomic_write_json(Path(result_path), result_to_json(result), durable=True)
     return result
 
 
@@ -164,24 +142,22 @@ def minutes(seconds: float) -> int:
 def result_of_job(cell: Cell, job_id: str, slurm_state: str, exit_code: str,
                   result_file: Path, log: str, seconds: float) -> CellResult:
     """The cell's result from the job's final state (and its result file)."""
-    slurm_step = StepRecord("slurm", f"job {job_id}", 0, seconds, log[-LOG_TAIL:])
+    slurm_step = StepResult(f"job {job_id}", 1, log[-LOG_TAIL:], seconds, phase="slurm",
+                            name=f"job {job_id}")
     state = slurm_state.split()[0] if slurm_state else "UNKNOWN"
     state = state.rstrip("+")
     if state == "COMPLETED":
         try:
             result = result_from_json(json.loads(result_file.read_text()))
         except FileNotFoundError:
-            slurm_step.exit_code = 1
             return cell.result("fail", f"Slurm job {job_id} COMPLETED (exit {exit_code}) "
                                "but wrote no result file", seconds, [slurm_step])
         except (ValueError, TypeError) as exc:
-            slurm_step.exit_code = 1
             return cell.result("fail", f"Slurm job {job_id} COMPLETED but its result file "
                                f"is unreadable: {exc}", seconds, [slurm_step])
-        result.steps.append(slurm_step)
+        result.steps.append(replace(slurm_step, exit_code=0))
         return result
-    slurm_step.exit_code = 1
-    slurm_step.timed_out = state in ("TIMEOUT", "DEADLINE")
+    slurm_step = replace(slurm_step, timed_out=state in ("TIMEOUT", "DEADLINE"))
     reason = f"Slurm job {job_id} ended {state} (exit code {exit_code})"
     if state != "OUT_OF_MEMORY" and any(mark in log for mark in OOM_MARKS):
         # without cgroups, slurmstepd's own memory check kills the job: it reads FAILED
@@ -231,7 +207,7 @@ class SlurmExecutor:
                                           dir=self._cell_root(cell)))
         spec, result, output = (directory / "spec.json", directory / "result.json",
                                 directory / "slurm.out")
-        write_json_atomic(spec, cell_spec(cell, recipes, state))
+        atomic_write_json(spec, cell_spec(cell, recipes, state), durable=True)
         wrap = " ".join(shlex.quote(a) for a in (sys.executable, "-m", "kernbuild.matrix.slurm",
                                                   "run-cell", str(spec), str(result)))
         command = ["sbatch", "--parsable", f"--job-name=kern-{cell.pipeline.name}",

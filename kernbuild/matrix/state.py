@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from kernbuild.results import StepResult, from_json, to_json
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cells (
@@ -24,20 +26,10 @@ CREATE TABLE IF NOT EXISTS cells (
     status TEXT NOT NULL,          -- pass, fail, skip
     reason TEXT NOT NULL,
     seconds REAL NOT NULL,
-    steps TEXT NOT NULL,           -- JSON: [{phase, name, exit_code, seconds, output}]
+    steps TEXT NOT NULL,           -- JSON: [StepResult]: phase, name, exit_code, output...
     finished TEXT NOT NULL DEFAULT (datetime('now'))
 );
 """
-
-
-@dataclass
-class StepRecord:
-    phase: str  # data, step or assert
-    name: str
-    exit_code: int
-    seconds: float
-    output: str
-    timed_out: bool = False
 
 
 @dataclass
@@ -50,7 +42,7 @@ class CellResult:
     status: str  # pass, fail or skip
     reason: str = ""
     seconds: float = 0.0
-    steps: list[StepRecord] = field(default_factory=list)
+    steps: list[StepResult] = field(default_factory=list)
     resumed: bool = False
 
     @property
@@ -85,7 +77,7 @@ class MatrixState:
                 "reason, seconds, steps) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (result.key, result.pipeline, result.image, result.form, result.target,
                  result.status, result.reason, result.seconds,
-                 json.dumps([asdict(s) for s in result.steps])))
+                 json.dumps(to_json(result.steps))))
 
     def passed(self, key: str) -> CellResult | None:
         """The stored result of ``key`` if it passed."""
@@ -95,5 +87,5 @@ class MatrixState:
                              (key,)).fetchone()
         if row is None:
             return None
-        steps = [StepRecord(**s) for s in json.loads(row[8])]
+        steps = [from_json(StepResult, s) for s in json.loads(row[8])]
         return CellResult(*row[:8], steps=steps, resumed=True)

@@ -1,97 +1,29 @@
-"""The typed recipe model, built only from documents that passed the schema.
+"""Stage 1 of loading: the typed recipe model, built only from documents that passed the schema.
 
 A :class:`Recipe` is one source package: where its source comes from, how it
-builds, which binary packages it makes and how to smoke-test them. A
-:class:`Suite` is the set of recipes plus the suite's settings (release number,
-target distribution, base image), and answers questions that need all recipes
-at once: which recipe makes a binary package, in which order to build.
+builds, which binary packages it makes and how to smoke-test them. It keeps the
+:class:`~kernbuild.recipe.source_map.SourceMap` of its file, not the file's YAML,
+to point at lines later. A :class:`Suite` is the set of recipes plus the suite's
+settings (release number, target distribution, base image), and answers questions
+that need all recipes at once: which recipe makes a binary package, which recipes
+one depends on. Ordering them is :mod:`kernbuild.recipe.graph`'s; problems that
+only show across recipes are :mod:`kernbuild.recipe.checks`'.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from kernbuild.errors import KernError
 from kernbuild.recipe import schema
-
-if TYPE_CHECKING:
-    from kernbuild.errors import Diagnostic
-    from kernbuild.recipe.load import Document
-
-
-@dataclass(frozen=True)
-class GpuSettings:
-    """Where GPU images' CUDA runtime comes from (``gpu:`` in ``recipes/suite.yaml``).
-
-    By default Debian's own CUDA from its non-free archive; with ``repository`` and
-    ``keyring``, NVIDIA's repository instead (whose package names differ: set
-    ``runtime`` to them, such as ``cuda-cudart-12-4``).
-    """
-
-    cuda: str = "12.4"  # Debian trixie's nvidia-cuda-toolkit
-    runtime: tuple[str, ...] = ("libcudart12",)
-    components: tuple[str, ...] = ("contrib", "non-free")
-    repository: str | None = None
-    keyring: str | None = None
-
-    @classmethod
-    def from_dict(cls, data: dict | None) -> "GpuSettings":
-        data = dict(data or {})
-        for key in ("runtime", "components"):
-            if key in data:
-                data[key] = tuple(data[key])
-        return cls(**data)
-
-
-@dataclass(frozen=True)
-class SuiteSettings:
-    """Settings shared by every recipe of a suite (``recipes/suite.yaml``)."""
-
-    SCHEMA = schema.SUITE
-
-    name: str = "kern"
-    release: int = 1
-    date: str = "2026-11-01"
-    maintainer: str = "KERN packaging team <kern@kernsuite.invalid>"
-    distribution: str = "trixie"
-    mirror: str = "http://deb.debian.org/debian"
-    base: str = "trixie"
-    signing_key: str | None = None
-    gpu: GpuSettings = field(default_factory=GpuSettings)
-    # Where sources unreachable from here are found; not a build input (see build_inputs).
-    source_mirrors: tuple[str, ...] = ()
-
-    @classmethod
-    def from_dict(cls, data: dict | None) -> "SuiteSettings":
-        data = dict(data or {})
-        data["gpu"] = GpuSettings.from_dict(data.get("gpu"))
-        if "source_mirrors" in data:
-            data["source_mirrors"] = tuple(data["source_mirrors"])
-        return cls(**data)
-
-    def build_inputs(self) -> dict[str, Any]:
-        """The settings that decide what a build produces, for build keys.
-
-        Source mirrors only say where verified sources are found, so moving one
-        rebuilds nothing.
-        """
-        inputs = asdict(self)
-        del inputs["source_mirrors"]
-        return inputs
-
-    @property
-    def repo_distribution(self) -> str:
-        """The apt distribution the suite publishes to, such as ``kern-1``."""
-        return f"{self.name}-{self.release}"
-
-    @property
-    def base_is_registry_image(self) -> bool:
-        """``ubuntu:24.04`` is pulled from a registry; ``trixie`` is made with mmdebstrap."""
-        return ":" in self.base or "/" in self.base
+from kernbuild.recipe.settings import SuiteSettings
+from kernbuild.recipe.source_map import SourceMap, YamlPath
 
 
 @dataclass(frozen=True)
@@ -150,23 +82,6 @@ class Variant:
         return f"{package}-{self.name}"
 
 
-def cuda_satisfies(version: str, wanted: str) -> bool:
-    """Whether CUDA ``version`` (such as "12.4") is in the range ``wanted``
-    (such as ">=12.0" or ">=11.8, <13"; a bare version means at least that one)."""
-    def numbers(text: str) -> tuple[int, ...]:
-        return tuple(int(part) for part in text.strip().split("."))
-
-    have = numbers(version)
-    for clause in wanted.split(","):
-        match = re.match(r"\s*(>=|<=|==|>|<)?\s*([0-9.]+)\s*$", clause)
-        op, bound = match.group(1) or ">=", numbers(match.group(2))
-        width = max(len(have), len(bound))  # 12 == 12.0, and 12.4 < 13
-        a, b = have + (0,) * (width - len(have)), bound + (0,) * (width - len(bound))
-        if not {"<": a < b, "<=": a <= b, "==": a == b, ">": a > b, ">=": a >= b}[op]:
-            return False
-    return True
-
-
 @dataclass(frozen=True)
 class SmokeStep:
     run: str
@@ -180,13 +95,24 @@ class WorkflowStep:
 
 
 @dataclass(frozen=True)
+class CwlWorkflow:
+    """A pipeline's CWL workflow and job file, relative to the recipes directory."""
+
+    workflow: str
+    job: str
+
+
+@dataclass(frozen=True)
 class Pipeline:
-    """A smoke workflow: make tiny data, run the steps, check the result, in each image."""
+    """A smoke workflow: make tiny data, run the steps, check the result, in each image.
+    Either kernbuild's own steps, or a CWL workflow (``cwl``) whose steps include its
+    asserts, run by cwltool and Toil."""
 
     images: tuple[str, ...]
     data: tuple[WorkflowStep, ...]
     steps: tuple[WorkflowStep, ...]
     asserts: tuple[WorkflowStep, ...]
+    cwl: CwlWorkflow | None = None
 
     def digest(self) -> str:
         """A sha256 of the workflow: a matrix cell reruns when it changes."""
@@ -227,16 +153,17 @@ class Recipe:
     path: Path = field(compare=False)
     components: tuple[str, ...] = ()  # Debian archive areas beyond main (non-free, ...)
     variant: Variant | None = None  # set on the recipe as_variant() derives
-    document: "Document | None" = field(default=None, compare=False, repr=False)
+    source_map: SourceMap | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def from_document(cls, doc: "Document") -> "Recipe":
-        raw: dict[str, Any] = doc.data
+    def from_checked(cls, raw: dict[str, Any], source_map: SourceMap) -> "Recipe":
+        """The recipe of a document that passed :func:`kernbuild.recipe.schema.validate`."""
+        path = source_map.path
         src = raw.get("source") or {"none": ""}  # a metapackage
         kind = next(k for k in (*schema.SOURCE_KINDS, "none") if k in src)
         ref = src[kind]
         if kind == "path":  # relative to the recipe file, so recipes move with their data
-            ref = str((doc.path.parent / ref).resolve())
+            ref = str((path.parent / ref).resolve())
         packages = tuple(
             BinaryPackage(
                 name=name,
@@ -273,13 +200,13 @@ class Recipe:
             packages=packages,
             # newline="": a patch to a file with CRLF line endings keeps its CRs, or it
             # would no longer apply.
-            patches=tuple(Patch(Path(p).name, _read_patch(doc.path.parent / p))
+            patches=tuple(Patch(Path(p).name, _read_patch(path.parent / p))
                           for p in raw.get("patches", ())),
             smoke=tuple(SmokeStep(step["run"]) for step in raw.get("smoke", ())),
             variants=variants, image_docs=(raw.get("image") or {}).get("docs", False),
             components=tuple(raw.get("components", ())),
             pipeline=_pipeline(raw["pipeline"], raw["name"]) if "pipeline" in raw else None,
-            path=doc.path, document=doc,
+            path=path, source_map=source_map,
         )
 
     # --- variants ---------------------------------------------------------------
@@ -333,7 +260,7 @@ class Recipe:
     def binary_names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.packages)
 
-    def dependency_relations(self) -> list[tuple[tuple, str]]:
+    def dependency_relations(self) -> list[tuple[YamlPath, str]]:
         """Every (YAML path, relation) this recipe needs at build or run time."""
         found = [(("build", "depends", i), rel) for i, rel in enumerate(self.build.depends)]
         for package in self.packages:
@@ -341,13 +268,17 @@ class Recipe:
                 found.append((("packages", package.name, "depends", i), rel))
         return found
 
-    def where(self, path: tuple) -> tuple[int, int]:
+    def where(self, path: YamlPath) -> tuple[int, int]:
         """The (line, column) of a YAML path of this recipe."""
-        return self.document.where(path) if self.document else (1, 1)
+        return self.source_map.where(path) if self.source_map else (1, 1)
 
     def fingerprint(self) -> str:
         """A sha256 over everything that affects the built packages (not the file's layout)."""
-        data = asdict(replace(self, path=Path(self.path.name), document=None))
+        data = asdict(replace(self, path=Path(self.path.name), source_map=None))
+        # Fingerprints key the build cache. Before the source map, a "document" field stood
+        # in its place and was hashed as null; hash that still, not the map, so no key moves.
+        del data["source_map"]
+        data["document"] = None
         # Smoke tests and pipelines run against packages; they do not change them. Nor do
         # variants: each builds as a recipe of its own (as_variant), keyed by its own.
         data.pop("smoke")
@@ -367,8 +298,9 @@ def _pipeline(raw: dict, name: str) -> Pipeline:
         return tuple(WorkflowStep(s["name"], s["run"], s.get("timeout", 300))
                      for s in raw.get(key, ()))
 
+    cwl = raw.get("cwl")
     return Pipeline(tuple(raw.get("images", (name,))), steps("data"), steps("steps"),
-                    steps("assert"))
+                    steps("assert"), CwlWorkflow(cwl["workflow"], cwl["job"]) if cwl else None)
 
 
 @dataclass
@@ -384,8 +316,6 @@ class Suite:
 
     def get(self, name: str) -> Recipe:
         """A recipe by source or binary package name."""
-        from kernbuild.errors import KernError
-
         recipe = self.by_name.get(name) or self.maker.get(name)
         base, _, variant = name.rpartition("-")
         if recipe is None and variant in getattr(self.by_name.get(base), "variants", {}):
@@ -394,8 +324,6 @@ class Suite:
                             + (" or --gpu (kernbuild image, kernbuild test)"
                                if variant == "gpu" else ""))
         if recipe is None:
-            import difflib
-
             close = difflib.get_close_matches(name, list(self.by_name), n=1)
             raise KernError(f"no recipe named {name!r}",
                             f"did you mean {close[0]!r}?" if close
@@ -405,8 +333,6 @@ class Suite:
     def components(self, recipe: Recipe) -> tuple[str, ...]:
         """The Debian archive areas beyond main that installing ``recipe`` needs: its own
         and those of every suite recipe it depends on, in the schema's order."""
-        from kernbuild.recipe.graph import closure, dependencies
-
         # By the recipe's relations, not its name: a variant's recipe is not in the suite.
         wanted = {c for name in closure(self, list(dependencies(self, recipe)))
                   for c in self.by_name[name].components} | set(recipe.components)
@@ -418,8 +344,6 @@ class Suite:
 
     def with_variant(self, name: str, variant: str) -> tuple["Suite", Recipe]:
         """This suite plus recipe ``name`` built as its ``variant``, and that recipe."""
-        from kernbuild.errors import KernError
-
         recipe = self.get(name)
         if variant not in recipe.variants:
             having = sorted(r.name for r in self.recipes if variant in r.variants)
@@ -436,29 +360,34 @@ class Suite:
     def pipelines(self) -> list[Recipe]:
         return [r for r in self.recipes if r.pipeline is not None]
 
-    def problems(self) -> list["Diagnostic"]:
-        """Problems that only show with all recipes: clashing names, dependency cycles,
-        pipelines naming images the suite does not make."""
-        from kernbuild.errors import Diagnostic
-        from kernbuild.recipe.graph import cycle_problems, name_clashes
 
-        unknown = []
-        for recipe in self.pipelines:
-            for index, image in enumerate(recipe.pipeline.images):
-                if image not in self.by_name:
-                    line, column = recipe.where(("pipeline", "images", index))
-                    unknown.append(Diagnostic(recipe.path, line, column,
-                                              f"pipeline image {image!r} is no recipe of the suite",
-                                              "name a recipe: its image is kern/<name>"))
-        cuda = self.settings.gpu.cuda
-        for recipe in self.recipes:
-            for name, variant in recipe.variants.items():
-                if variant.cuda and not cuda_satisfies(cuda, variant.cuda):
-                    line, column = recipe.where(("variants", name, "cuda"))
-                    unknown.append(Diagnostic(
-                        recipe.path, line, column,
-                        f"the {name} variant needs CUDA {variant.cuda.strip()}, but the "
-                        f"suite's GPU images have CUDA {cuda}",
-                        "widen the range, or set gpu.cuda (and the runtime packages) in "
-                        "recipes/suite.yaml"))
-        return name_clashes(self.recipes) + cycle_problems(self) + unknown
+# --- the edges between recipes ---------------------------------------------------------
+#
+# Recipe A depends on recipe B when one of A's build or runtime relations names a
+# binary package that B makes: B must be built (and published) first, both because
+# A's build may need it and because A's packages are not installable without it.
+# The edges live here, with the Suite that needs them (components), so that the
+# graph algorithms (kernbuild.recipe.graph) import the model and not the reverse.
+
+
+def dependencies(suite: Suite, recipe: Recipe) -> dict[str, YamlPath]:
+    """The recipes ``recipe`` depends on, each with the YAML path of the first relation."""
+    found: dict[str, YamlPath] = {}
+    for path, relation in recipe.dependency_relations():
+        for name in schema.relation_names(relation):
+            maker = suite.maker.get(name)
+            if maker is not None and maker.name != recipe.name and maker.name not in found:
+                found[maker.name] = path
+    return found
+
+
+def closure(suite: Suite, names: list[str]) -> set[str]:
+    """``names`` and every recipe they depend on, transitively."""
+    seen: set[str] = set()
+    stack = list(names)
+    while stack:
+        name = stack.pop()
+        if name not in seen:
+            seen.add(name)
+            stack.extend(dependencies(suite, suite.by_name[name]))
+    return seen

@@ -1,21 +1,28 @@
-"""The recipe schema: which keys a recipe may have, their types and rules.
+"""The recipe's and the suite's schemas: which keys they may have, their types and rules.
 
-The schema is data, kept apart from the model and the loader so that it can be
-read in one place and checked by :func:`validate`, which walks the raw YAML
-and reports every problem at once, each with the line it was found on and a
-hint. Only after a recipe passes does :mod:`kernbuild.recipe.model` build the
-typed model from it, so the model never sees malformed input.
+The schemas are data, written in the node types of
+:mod:`kernbuild.recipe.schema_nodes` and kept apart from the model and the loader
+so that they can be read in one place. :func:`validate` walks a raw recipe and
+reports every problem at once, each with a hint; the loader places them on their
+lines. Only after a recipe passes does :mod:`kernbuild.recipe.model` build the typed
+model from it, so the model never sees malformed input. The patterns of Debian
+names, versions and checksums are public: the source fetchers and ``kernbuild new``
+check the same things.
 """
 
 from __future__ import annotations
 
-import difflib
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from debian.debian_support import Version
+
+from kernbuild import cuda
+from kernbuild.recipe.schema_nodes import Bool, Dict, Int, Key, List, Map, Node, Problem, Str
+from kernbuild.recipe.schema_nodes import kind
+from kernbuild.recipe.source_map import YamlPath
 
 # Debian policy 5.6.1 (source) and 5.6.7 (binary package names).
 PACKAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
@@ -31,80 +38,41 @@ BUILD_SYSTEMS = ("pybuild", "cmake", "meson", "autotools", "make", "none")
 # Debian archive areas beyond main (which every build and image has).
 COMPONENTS = ("contrib", "non-free", "non-free-firmware")
 SOURCE_KINDS = ("pypi", "debian", "url", "git", "path")
-
-# A path into the YAML document, such as ("packages", "python3-losoto", "depends", 0).
-Path_ = tuple
-
-
-@dataclass(frozen=True)
-class Problem:
-    """A schema violation at a YAML path; the loader turns it into a Diagnostic."""
-
-    path: Path_
-    message: str
-    hint: str = ""
-    at_key: bool = False  # point at the key rather than the value
+# A range of CUDA releases such as ">=11.8, <13"; a bare version means at least it.
+CUDA_RANGE = cuda.RANGE
 
 
-# --- the node types -----------------------------------------------------------------
+# --- Debian relations -------------------------------------------------------------
+
+logging.getLogger("debian.deb822").setLevel(logging.ERROR)  # we report bad relations ourselves
 
 
-class Node:
-    """A schema node: ``check`` yields problems for the raw value at ``path``."""
+def relation_error(text: str) -> str:
+    """Return why ``text`` is not a valid Debian relation, or "" if it is."""
+    from debian.deb822 import PkgRelation
 
-    type_name = "value"
-
-    def check(self, value: Any, path: Path_) -> list[Problem]:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-
-@dataclass(frozen=True)
-class Str(Node):
-    pattern: re.Pattern | None = None
-    hint: str = ""
-    choices: tuple[str, ...] = ()
-    single_line: bool = False
-    type_name = "string"
-
-    def check(self, value: Any, path: Path_) -> list[Problem]:
-        # YAML reads 2.7 as a float and 3 as an int: a version must be quoted.
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return [Problem(path, f"expected a string, got the number {value!r}",
-                            "put it in quotes, as written, so YAML keeps it as text "
-                            '(unquoted, 1.10 reads as 1.1 and 0x1F as 31)')]
-        if not isinstance(value, str):
-            return [Problem(path, f"expected a string, got {_kind(value)}")]
-        if self.choices and value not in self.choices:
-            return [Problem(path, f"{value!r} is not one of {', '.join(self.choices)}",
-                            _did_you_mean(value, self.choices))]
-        if self.pattern and not self.pattern.match(value):
-            return [Problem(path, f"invalid value {value!r}", self.hint)]
-        if self.single_line and "\n" in value.strip():
-            return [Problem(path, "must be a single line", "put longer text in 'description'")]
-        return []
+    if not text.strip():
+        return "empty dependency relation"
+    for alternatives in PkgRelation.parse_relations(SUBSTVAR.sub("0", text)):
+        for alt in alternatives:
+            name = alt["name"]
+            if not PACKAGE_NAME.match(name) or alt["name"] != name.strip():
+                return f"malformed dependency relation {text!r}"
+            if alt["version"]:
+                op, version = alt["version"]
+                try:
+                    Version(version)
+                except ValueError:
+                    return f"invalid version {version!r} in relation {text!r}"
+    return ""
 
 
-@dataclass(frozen=True)
-class Int(Node):
-    minimum: int = 0
-    type_name = "integer"
+def relation_names(text: str) -> list[str]:
+    """Every package name a (valid) relation mentions, alternatives included."""
+    from debian.deb822 import PkgRelation
 
-    def check(self, value: Any, path: Path_) -> list[Problem]:
-        if isinstance(value, bool) or not isinstance(value, int):
-            return [Problem(path, f"expected an integer, got {_kind(value)}")]
-        if value < self.minimum:
-            return [Problem(path, f"must be at least {self.minimum}, got {value}")]
-        return []
-
-
-@dataclass(frozen=True)
-class Bool(Node):
-    type_name = "boolean"
-
-    def check(self, value: Any, path: Path_) -> list[Problem]:
-        if not isinstance(value, bool):
-            return [Problem(path, f"expected true or false, got {_kind(value)}")]
-        return []
+    return [alt["name"] for group in PkgRelation.parse_relations(SUBSTVAR.sub("0", text))
+            for alt in group]
 
 
 @dataclass(frozen=True)
@@ -117,104 +85,18 @@ class Relation(Node):
 
     type_name = "Debian dependency relation"
 
-    def check(self, value: Any, path: Path_) -> list[Problem]:
+    def check(self, value: Any, path: YamlPath) -> list[Problem]:
         if not isinstance(value, str):
-            return [Problem(path, f"expected a dependency relation string, got {_kind(value)}")]
+            return [Problem(path, f"expected a dependency relation string, got {kind(value)}")]
         error = relation_error(value)
         return [Problem(path, error, "write it as Debian does: 'name', 'name (>= 1.0)', "
                                      "'a | b'; one relation per list item")] if error else []
 
 
-@dataclass(frozen=True)
-class List(Node):
-    item: Node
-    type_name = "list"
-
-    def check(self, value: Any, path: Path_) -> list[Problem]:
-        if not isinstance(value, list):
-            hint = f"write it as a list: [{value}]" if isinstance(value, str) else ""
-            return [Problem(path, f"expected a list, got {_kind(value)}", hint)]
-        problems: list[Problem] = []
-        for index, item in enumerate(value):
-            problems += self.item.check(item, path + (index,))
-        return problems
-
-
-@dataclass(frozen=True)
-class Key:
-    node: Node
-    required: bool = False
-    doc: str = ""
-
-
-@dataclass(frozen=True)
-class Map(Node):
-    """A mapping with a fixed set of keys."""
-
-    keys: dict[str, Key]
-    # At most (and, if ``one_of_required``, exactly) one of these keys.
-    one_of: tuple[str, ...] = ()
-    one_of_required: bool = False
-    rules: tuple[Callable[[dict, Path_], list[Problem]], ...] = ()
-    type_name = "mapping"
-
-    def check(self, value: Any, path: Path_) -> list[Problem]:
-        if not isinstance(value, dict):
-            return [Problem(path, f"expected a mapping, got {_kind(value)}")]
-        problems: list[Problem] = []
-        where = f" in {_dotted(path)}" if path else ""
-        for key, item in value.items():
-            if key not in self.keys:
-                problems.append(Problem(path + (key,), f"unknown key {key!r}{where}",
-                                        _did_you_mean(str(key), self.keys), at_key=True))
-            else:
-                problems += self.keys[key].node.check(item, path + (key,))
-        for key, spec in self.keys.items():
-            if spec.required and key not in value:
-                problems.append(Problem(path, f"missing required key {key!r}{where}", spec.doc))
-        if self.one_of:
-            present = [k for k in self.one_of if k in value]
-            if len(present) > 1:
-                problems.append(Problem(path, f"{' and '.join(present)} are exclusive{where}",
-                                        "a source has exactly one origin"))
-            elif not present and self.one_of_required:
-                problems.append(Problem(path, f"needs one of {', '.join(self.one_of)}{where}"))
-        if not problems:
-            for rule in self.rules:
-                problems += rule(value, path)
-        return problems
-
-
-@dataclass(frozen=True)
-class Dict(Node):
-    """A mapping from names (checked by ``key``) to values of one schema."""
-
-    key: Str
-    value: Node
-    min_items: int = 0
-    rules: tuple[Callable[[dict, Path_], list[Problem]], ...] = ()
-    type_name = "mapping"
-
-    def check(self, value: Any, path: Path_) -> list[Problem]:
-        if not isinstance(value, dict):
-            return [Problem(path, f"expected a mapping, got {_kind(value)}")]
-        if len(value) < self.min_items:
-            return [Problem(path, f"needs at least {self.min_items} entry")]
-        problems: list[Problem] = []
-        for key, item in value.items():
-            key_problems = self.key.check(str(key), path + (key,))
-            problems += [Problem(p.path, p.message, p.hint, at_key=True) for p in key_problems]
-            problems += self.value.check(item, path + (key,))
-        if not problems:
-            for rule in self.rules:
-                problems += rule(value, path)
-        return problems
-
-
 # --- rules that span several keys ---------------------------------------------------
 
 
-def _remote_source_is_pinned(source: dict, path: Path_) -> list[Problem]:
+def _remote_source_is_pinned(source: dict, path: YamlPath) -> list[Problem]:
     if "path" in source:
         return []
     if "git" in source:
@@ -228,7 +110,7 @@ def _remote_source_is_pinned(source: dict, path: Path_) -> list[Problem]:
     return []
 
 
-def _debian_source_has_version(source: dict, path: Path_) -> list[Problem]:
+def _debian_source_has_version(source: dict, path: YamlPath) -> list[Problem]:
     if "debian" in source and "version" not in source:
         return [Problem(path, "a debian source needs 'version', the Debian source version",
                         "for example version: 8.4+ds-1 (see the .dsc's Version field)")]
@@ -238,14 +120,14 @@ def _debian_source_has_version(source: dict, path: Path_) -> list[Problem]:
     return []
 
 
-def _source_unless_metapackage(recipe: dict, path: Path_) -> list[Problem]:
+def _source_unless_metapackage(recipe: dict, path: YamlPath) -> list[Problem]:
     if "source" not in recipe and (recipe.get("build") or {}).get("system") != "none":
         return [Problem(path, "missing required key 'source'",
                         "only a metapackage (build: {system: none}) has no source")]
     return []
 
 
-def _several_packages_name_their_files(packages: dict, path: Path_) -> list[Problem]:
+def _several_packages_name_their_files(packages: dict, path: YamlPath) -> list[Problem]:
     if len(packages) < 2:
         return []
     return [Problem(path + (name,), f"package {name!r} needs 'files' when a recipe makes "
@@ -254,7 +136,7 @@ def _several_packages_name_their_files(packages: dict, path: Path_) -> list[Prob
             for name, spec in packages.items() if "files" not in (spec or {})]
 
 
-def _repository_has_keyring(gpu: dict, path: Path_) -> list[Problem]:
+def _repository_has_keyring(gpu: dict, path: YamlPath) -> list[Problem]:
     if "repository" in gpu and "keyring" not in gpu:
         return [Problem(path, "gpu.repository needs gpu.keyring",
                         "give the URL of the keyring that signs NVIDIA's repository")]
@@ -324,17 +206,37 @@ WORKFLOW_STEP = Map(keys={
     "timeout": Key(Int(minimum=1), doc="seconds before the step is killed (default 300)"),
 })
 
+def _steps_or_cwl(pipeline: dict, path: YamlPath) -> list[Problem]:
+    if "cwl" in pipeline:
+        extra = [key for key in ("data", "steps", "assert") if key in pipeline]
+        return [Problem(path + (key,), f"a CWL pipeline has no {key!r}: its workflow holds its "
+                        "steps and asserts", "drop it, or drop cwl", at_key=True)
+                for key in extra]
+    return [Problem(path, f"missing required key {key!r}", "a pipeline has steps and assert, "
+                    "or a cwl workflow") for key in ("steps", "assert") if key not in pipeline]
+
+
+# A path inside the recipe's directory: relative, no '..'.
+RELATIVE_PATH = re.compile(r"^(?!/)(?!.*(^|/)\.\.(/|$))[A-Za-z0-9._/+-]+$")
+CWL = Map(keys={
+    "workflow": Key(Str(RELATIVE_PATH, "a path beside the recipe, such as "
+                                       "pipeline-imaging/imaging.cwl"), required=True,
+                    doc="the CWL v1.2 Workflow, relative to the recipes directory"),
+    "job": Key(Str(RELATIVE_PATH, "a path beside the recipe, such as "
+                                  "pipeline-imaging/imaging-job.yml"), required=True,
+               doc="its job (inputs) file"),
+})
+
 PIPELINE = Map(keys={
     "images": Key(List(Str(PACKAGE_NAME, NAME_HINT)),
                   doc="recipes whose images the workflow runs in (default: this recipe's)"),
     "data": Key(List(WORKFLOW_STEP), doc="steps that make the tiny input data"),
-    "steps": Key(List(WORKFLOW_STEP), required=True, doc="the workflow"),
-    "assert": Key(List(WORKFLOW_STEP), required=True,
+    "steps": Key(List(WORKFLOW_STEP), doc="the workflow"),
+    "assert": Key(List(WORKFLOW_STEP),
                   doc="what the result must satisfy: a scientific check, not an exit code"),
-})
-
-CUDA_RANGE = re.compile(r"^\s*(>=|<=|==|>|<)?\s*[0-9]+(\.[0-9]+)*"
-                        r"(\s*,\s*(>=|<=|==|>|<)\s*[0-9]+(\.[0-9]+)*)*\s*$")
+    "cwl": Key(CWL, doc="instead of steps: a CWL workflow, run by cwltool and Toil, whose "
+                        "asserts are steps of its own"),
+}, rules=(_steps_or_cwl,))
 
 VARIANT = Map(keys={
     "build": Key(Map(keys={
@@ -381,62 +283,10 @@ RECIPE = Map(keys={
                          VARIANT)),
 }, rules=(_source_unless_metapackage,))
 
-# --- helpers ------------------------------------------------------------------------
-
-logging.getLogger("debian.deb822").setLevel(logging.ERROR)  # we report bad relations ourselves
-
-
-def relation_error(text: str) -> str:
-    """Return why ``text`` is not a valid Debian relation, or "" if it is."""
-    from debian.deb822 import PkgRelation
-
-    if not text.strip():
-        return "empty dependency relation"
-    for alternatives in PkgRelation.parse_relations(SUBSTVAR.sub("0", text)):
-        for alt in alternatives:
-            name = alt["name"]
-            if not PACKAGE_NAME.match(name) or alt["name"] != name.strip():
-                return f"malformed dependency relation {text!r}"
-            if alt["version"]:
-                op, version = alt["version"]
-                try:
-                    Version(version)
-                except ValueError:
-                    return f"invalid version {version!r} in relation {text!r}"
-    return ""
-
-
-def relation_names(text: str) -> list[str]:
-    """Every package name a (valid) relation mentions, alternatives included."""
-    from debian.deb822 import PkgRelation
-
-    return [alt["name"] for group in PkgRelation.parse_relations(SUBSTVAR.sub("0", text))
-            for alt in group]
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing (null)"
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
-            int: "an integer", float: "a number"}.get(type(value), type(value).__name__)
-
-
-def _dotted(path: Path_) -> str:
-    return ".".join(str(p) for p in path)
-
-
-def _did_you_mean(word: str, choices) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    if close:
-        return f"did you mean {close[0]!r}?"
-    return "allowed: " + ", ".join(sorted(choices))
-
 
 def validate(raw: Any) -> list[Problem]:
     """Every problem in one raw recipe document, checked against :data:`RECIPE`."""
     return RECIPE.check(raw, ())
-
-
 
 
 # --- the suite settings (recipes/suite.yaml) ----------------------------------------

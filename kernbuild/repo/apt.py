@@ -44,6 +44,8 @@ from pathlib import Path
 from debian.deb822 import Packages
 
 from kernbuild.errors import KernError
+from kernbuild.fsutil import atomic_write
+from kernbuild.runtime.tools import require, run_tool
 
 KEYRING_NAME = "kern-archive-keyring"
 GENERATIONS_KEPT = 10
@@ -65,24 +67,13 @@ class PackageRef:
     filename: str
 
 
-def _require(tool: str, debian_package: str) -> str:
-    """The path of ``tool``, or a KernError naming the Debian package that provides it."""
-    path = shutil.which(tool)
-    if path is None:
-        raise KernError(
-            f"{tool} is not installed; kernbuild needs it to publish the apt repository",
-            hint=f"install it: apt-get install {debian_package}",
-        )
-    return path
+def _require(tool: str) -> str:
+    return require(tool, "publishing the apt repository")
 
 
 def _run(args: list[str], cwd: Path | None = None) -> bytes:
-    """Run ``args`` (never a shell string); return stdout, or raise KernError with stderr."""
-    proc = subprocess.run(args, cwd=cwd, capture_output=True)
-    if proc.returncode != 0:
-        detail = proc.stderr.decode(errors="replace").strip()
-        raise KernError(f"{Path(args[0]).name} failed (exit {proc.returncode}): {detail}")
-    return proc.stdout
+    """Run ``args`` (never a shell string); its stdout, or a KernError with what it said."""
+    return run_tool(args, cwd=cwd, where=cwd)
 
 
 class SigningKey:
@@ -105,7 +96,7 @@ class SigningKey:
         home's only secret key is reused, or, if there is none, a new ed25519 key with no
         passphrase and no expiry is generated for ``uid``.
         """
-        _require("gpg", "gpg")
+        _require("gpg")
         gnupg_home = Path(gnupg_home).absolute()
         gnupg_home.mkdir(parents=True, exist_ok=True)
         gnupg_home.chmod(0o700)
@@ -150,6 +141,12 @@ class SigningKey:
     def _gpg(self, *args: str) -> bytes:
         return _run(["gpg", "--homedir", str(self.gnupg_home), "--batch", *args])
 
+    def export_secret(self) -> bytes:
+        """The private key, ASCII-armored (it has no passphrase: CI signs unattended), for
+        tools that sign with the suite's key from a keyring of their own (apptainer sign)."""
+        return self._gpg("--pinentry-mode", "loopback", "--passphrase", "", "--armor",
+                         "--export-secret-keys", self.fingerprint)
+
     def export_public(self, binary: bool) -> bytes:
         """The public key: binary (for ``signed-by=``, ``gpgv --keyring``) or ASCII-armored."""
         armor = [] if binary else ["--armor"]
@@ -163,13 +160,6 @@ class SigningKey:
                   str(release))
         self._gpg(*common, "--armor", "--detach-sign",
                   "--output", str(release.with_name("Release.gpg")), str(release))
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    tmp.chmod(0o644)
-    os.replace(tmp, path)
 
 
 class AptRepository:
@@ -291,9 +281,9 @@ class AptRepository:
         listed by the current generation with identical content, nothing is done and the
         current generation number is returned.
         """
-        _require("apt-ftparchive", "apt-utils")
-        _require("gpg", "gpg")
-        _require("dpkg-deb", "dpkg")
+        _require("apt-ftparchive")
+        _require("gpg")
+        _require("dpkg-deb")
         with self._locked():
             # 1. Check everything before changing anything.
             planned: dict[str, Path] = {}
@@ -326,8 +316,8 @@ class AptRepository:
             # 3. Keys in the root, for clients to fetch.
             keyring = self.key.export_public(binary=True)
             armored = self.key.export_public(binary=False)
-            _write_atomic(self.root / f"{KEYRING_NAME}.gpg", keyring)
-            _write_atomic(self.root / f"{KEYRING_NAME}.asc", armored)
+            atomic_write(self.root / f"{KEYRING_NAME}.gpg", keyring)
+            atomic_write(self.root / f"{KEYRING_NAME}.asc", armored)
 
             # 4. A new generation, built aside, then switched to.
             self.generations.mkdir(exist_ok=True)

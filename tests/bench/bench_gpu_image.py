@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from kernbuild import engine  # noqa: E402
-from kernbuild.images.gpu import FIND_DRIVER_FILES, baked_in  # noqa: E402
+from kernbuild.cuda import FIND_DRIVER_FILES, baked_in  # noqa: E402
 from kernbuild.images.writers import TEMPLATES  # noqa: E402
 
 DEBIAN_WAY = """FROM {base}
@@ -53,7 +53,7 @@ def main() -> None:
                              "pyvkfft", "--gpu", "--json"], capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"kernbuild image pyvkfft --gpu failed:\n{result.stderr}")
-    [entry] = json.loads(result.stdout)
+    [entry] = [build["lock"] for build in json.loads(result.stdout)]
     client = engine.connect()
     base_size = client.images.get(entry["base"]).attrs["Size"]
     with tempfile.TemporaryDirectory() as context:

@@ -103,7 +103,8 @@ def main() -> None:
                         default=["katpoint", "losoto", "wcslib", "radio-imaging"])
     parser.add_argument("--state", type=Path, default=ROOT / ".kernbuild")
     args = parser.parse_args()
-    entries = json.loads(kernbuild(args.state, "image", *args.names, "--json"))
+    entries = [build["lock"] for build in
+               json.loads(kernbuild(args.state, "image", *args.names, "--json"))]
     client = engine.connect()
     from kernbuild.build import open_repository
     from kernbuild.recipe import load_suite

@@ -30,7 +30,7 @@ def gpu_image(suite: Suite) -> dict:
     built = suite.package("--variant", "gpu")
     assert built["pyvkfft-gpu"]["state"] == "built", built
     [entry] = json.loads(suite.run("image", "--gpu", "--json").stdout)
-    assert entry["tag"] == "kern/pyvkfft-gpu:1"
+    assert entry["lock"]["tag"] == "kern/pyvkfft-gpu:1"
     return {"package": built["pyvkfft-gpu"], "image": entry}
 
 
@@ -57,14 +57,15 @@ def test_the_gpu_variant_is_a_package_of_its_own_without_the_driver(gpu_image):
 
 
 def test_the_gpu_image_says_no_gpu_on_a_cpu_host(gpu_image, suite, docker_engine):
-    entry = gpu_image["image"]
+    build = gpu_image["image"]
+    entry = build["lock"]
     assert entry["tag"] == "kern/pyvkfft-gpu:1" and entry["gpu"] is True
     assert entry["cuda"] == "12.4" and entry["cuda_runtime"].startswith("12.4.")
-    assert entry["gpu_check"]["exit_code"] == 2
-    assert entry["gpu_check"]["output"].startswith("no GPU visible: no NVIDIA kernel module")
+    assert build["gpu_check"]["exit_code"] == 2
+    assert build["gpu_check"]["output"].startswith("no GPU visible: no NVIDIA kernel module")
     # The recipe's smoke step (an FFT on PoCL) and the variant's (its CUDA backend) passed.
-    assert [r["exit_code"] for r in entry["smoke"]] == [0, 0]
-    assert "CUDA backend present" in entry["smoke"][1]["output"]
+    assert [r["exit_code"] for r in build["smoke"]] == [0, 0]
+    assert "CUDA backend present" in build["smoke"][1]["output"]
     image = docker_engine.images.get(entry["tag"])
     env = dict(item.split("=", 1) for item in image.attrs["Config"]["Env"])
     assert env["NVIDIA_REQUIRE_CUDA"] == "cuda>=12.4"

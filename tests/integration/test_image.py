@@ -23,17 +23,17 @@ def test_image_of_an_unbuilt_recipe_builds_its_packages_first(suite, wcslib_imag
     assert {name for name, _ in suite.repo_versions()} >= {"libwcs8", "wcslib-dev",
                                                           "wcslib-tools"}
     assert [r["exit_code"] for r in wcslib_image["smoke"]] == [0]
-    assert wcslib_image["packages"] == {"libwcs8": "8.4+ds-1kern1",
+    assert wcslib_image["lock"]["packages"] == {"libwcs8": "8.4+ds-1kern1",
                                         "wcslib-tools": "8.4+ds-1kern1"}  # no -dev in images
 
 
 def test_labels_and_lockfile_say_what_went_in(docker_engine, suite, wcslib_image):
     image = docker_engine.images.get("kern/wcslib:1")
-    assert image.id == wcslib_image["image"]
+    assert image.id == wcslib_image["lock"]["image"]
     labels = image.labels
     assert labels["org.kernsuite.packages"] == "libwcs8=8.4+ds-1kern1 wcslib-tools=8.4+ds-1kern1"
     assert labels["org.opencontainers.image.version"] == "8.4+ds-1kern1"
-    assert labels["org.opencontainers.image.base.digest"] == wcslib_image["base_digest"]
+    assert labels["org.opencontainers.image.base.digest"] == wcslib_image["lock"]["base_digest"]
     # wcslib comes from Debian's source package: the pinned .dsc's sum.
     assert labels["org.kernsuite.source-sha256"] == (
         "wcslib=2304f8446d0128fcb2a581b8e045dabef499275d857e197dea924e376c6232a8")
@@ -103,21 +103,23 @@ def test_sif_and_cvmfs_sandbox_run_the_smoke_steps(suite, wcslib_image, tmp_path
     args = ("image", "wcslib", "-f", "sif", "-f", "sandbox", "-o", str(sifs), "--cvmfs",
             str(cvmfs), "--json")
     [entry] = json.loads(suite.run(*args).stdout)
-    sif = Path(entry["sif"]["path"])
+    sif = Path(entry["lock"]["sif"]["path"])
     assert sif == sifs / "wcslib_1.sif"
     info = verify_sif(sif)
     assert info["arch"] == "amd64" and "kern-apt-install" in info["definition"]
     assert info["labels"]["org.kernsuite.packages"] == " ".join(
-        f"{name}={version}" for name, version in entry["packages"].items())
-    assert [r["exit_code"] for r in entry["sif"]["smoke"]] == [0]
-    sandbox = entry["sandbox"]
+        f"{name}={version}" for name, version in entry["lock"]["packages"].items())
+    # each smoke step by apptainer exec, then apptainer test: the real apptainer
+    assert [r["exit_code"] for r in entry["sif_smoke"]] == [0, 0]
+    assert "apptainer" in entry["lock"]["sif"]["tested_with"]
+    sandbox = entry["lock"]["sandbox"]
     assert sandbox["published"] is True
     assert Path(sandbox["path"]).parent == cvmfs / ".images"
     assert (cvmfs / "kern/wcslib:1").resolve() == Path(sandbox["path"]).resolve()
     assert (Path(sandbox["path"]) / ".singularity.d/actions/exec").exists()
-    assert [r["exit_code"] for r in sandbox["smoke"]] == [0]
+    assert [r["exit_code"] for r in entry["sandbox_smoke"]] == [0]
     [again] = json.loads(suite.run(*args).stdout)
-    assert again["sandbox"]["published"] is False  # same digest: nothing to do
+    assert again["lock"]["sandbox"]["published"] is False  # same digest: nothing to do
     lock = json.loads((suite.recipes.parent / "kern.lock").read_text())["images"]["kern/wcslib:1"]
-    assert lock["sif"]["sha256"] == again["sif"]["sha256"]
+    assert lock["sif"]["sha256"] == again["lock"]["sif"]["sha256"]
     assert "smoke" not in lock and "smoke" not in lock["sif"]

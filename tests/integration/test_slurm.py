@@ -18,7 +18,9 @@ import yaml
 
 from kernbuild.matrix import Cell
 from kernbuild.matrix.slurm import SlurmExecutor
-from kernbuild.matrix.targets import DockerTarget, SifBwrapTarget
+from kernbuild.runtime.apptainer import ApptainerRunner
+from kernbuild.runtime.bwrap import SifBwrapRunner
+from kernbuild.runtime.docker import DockerRunner
 from kernbuild.recipe import load_suite
 from tests.integration.conftest import Suite
 
@@ -39,20 +41,23 @@ def images(slurm_cluster, suite: Suite) -> dict[str, dict]:
     """The wcs-roundtrip pipeline's images, Docker and SIF: recipe -> its entry."""
     result = suite.run("image", "wcs-roundtrip", "wcslib", "-f", "docker", "-f", "sif",
                        "--json")
-    return {e["recipe"]: e for e in json.loads(result.stdout)}
+    return {e["lock"]["recipe"]: e["lock"] for e in json.loads(result.stdout)}
 
 
 def cells_of(recipes: Path, entry: dict, pipeline: str = "wcs-roundtrip") -> list[Cell]:
     recipe = load_suite(recipes).get(pipeline)
     from kernbuild import engine
 
-    return [Cell(recipe, entry["recipe"], "docker", DockerTarget(engine.connect),
+    return [Cell(recipe, entry["recipe"], "docker", DockerRunner(engine.connect),
                  entry["image"], entry["image"]),
-            Cell(recipe, entry["recipe"], "sif", SifBwrapTarget(None), entry["sif"]["path"],
+            Cell(recipe, entry["recipe"], "sif", SifBwrapRunner(recipes.parent / "unused"),
+                 entry["sif"]["path"], entry["sif"]["sha256"]),
+            # the real apptainer, run inside the Slurm job as `srun apptainer exec` would
+            Cell(recipe, entry["recipe"], "sif", ApptainerRunner(), entry["sif"]["path"],
                  entry["sif"]["sha256"])]
 
 
-def test_cells_pass_as_slurm_jobs_on_docker_and_sif_bwrap(suite, images, tmp_path):
+def test_cells_pass_as_slurm_jobs_on_docker_sif_bwrap_and_apptainer(suite, images, tmp_path):
     executor = SlurmExecutor(tmp_path / "slurm", poll=0.5)
     cells = cells_of(suite.recipes, images["wcslib"])
     started = time.monotonic()

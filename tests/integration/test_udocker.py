@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from kernbuild.matrix.targets.udocker import UdockerTarget
+from kernbuild.runtime import ImageRef
+from kernbuild.runtime.udocker import UdockerRunner
 
 pytestmark = pytest.mark.docker
 
@@ -21,8 +22,8 @@ IMAGE = "kern/wcslib:1"
 
 
 @pytest.fixture(scope="module")
-def target(docker_engine, tmp_path_factory) -> UdockerTarget:
-    made = UdockerTarget(lambda: docker_engine, tmp_path_factory.mktemp("udocker"))
+def target(docker_engine, tmp_path_factory) -> UdockerRunner:
+    made = UdockerRunner(lambda: docker_engine, tmp_path_factory.mktemp("udocker"))
     reason = made.unavailable()
     if reason:
         if os.environ.get("KERNBUILD_REQUIRE_DOCKER") == "1":
@@ -48,8 +49,8 @@ def scratch(tmp_path: Path) -> Path:
 
 
 def test_a_step_writes_to_scratch_and_runs_there(target, image, scratch):
-    record = target.run(image, "echo hello from udocker > out.txt; pwd; echo to stderr >&2",
-                        scratch, 120)
+    record = target.run(ImageRef(image),
+                        "echo hello from udocker > out.txt; pwd; echo to stderr >&2", scratch, 120)
     assert (record.exit_code, record.timed_out) == (0, False), record.output
     assert (scratch / "out.txt").read_text() == "hello from udocker\n"
     assert record.output.splitlines() == ["/scratch", "to stderr"]
@@ -57,24 +58,24 @@ def test_a_step_writes_to_scratch_and_runs_there(target, image, scratch):
 
 
 def test_the_image_content_and_config_are_there(target, image, scratch):
-    record = target.run(image, "command -v wcsware && echo PATH=$PATH", scratch, 120)
+    record = target.run(ImageRef(image), "command -v wcsware && echo PATH=$PATH", scratch, 120)
     assert record.exit_code == 0, record.output
     assert "/usr/bin/wcsware" in record.output
     assert "PATH=/usr/local/sbin:" in record.output  # the image's ENV came along
 
 
 def test_a_step_reading_stdin_gets_end_of_file(target, image, scratch):
-    record = target.run(image, "cat; wcsware -h >/dev/null 2>&1; echo done", scratch, 30)
+    record = target.run(ImageRef(image), "cat; wcsware -h >/dev/null 2>&1; echo done", scratch, 30)
     assert (record.exit_code, record.timed_out, record.output) == (0, False, "done\n")
 
 
 def test_a_failing_step_gives_its_exit_code(target, image, scratch):
-    record = target.run(image, "echo failing; exit 7", scratch, 120)
+    record = target.run(ImageRef(image), "echo failing; exit 7", scratch, 120)
     assert (record.exit_code, record.timed_out, record.output) == (7, False, "failing\n")
 
 
 def test_a_step_past_its_timeout_is_killed_and_cleaned_up(target, image, scratch):
-    record = target.run(image, "echo started; sleep 47", scratch, 3)
+    record = target.run(ImageRef(image), "echo started; sleep 47", scratch, 3)
     assert record.timed_out and record.exit_code == 124
     assert "started" in record.output
     assert record.seconds < 20
@@ -84,7 +85,7 @@ def test_a_step_past_its_timeout_is_killed_and_cleaned_up(target, image, scratch
     for specdir in (target.home / "containers").iterdir():
         states = [p for p in specdir.iterdir() if (p / "state.json").is_file()]
         assert states == [], f"runc state left behind in {specdir}"
-    after = target.run(image, "echo still usable", scratch, 120)
+    after = target.run(ImageRef(image), "echo still usable", scratch, 120)
     assert (after.exit_code, after.output) == (0, "still usable\n")
 
 
@@ -94,7 +95,7 @@ def test_parallel_steps_of_one_image_keep_their_own_scratch(target, image, tmp_p
 
     def step(where: Path) -> None:
         where.mkdir(mode=0o777)
-        records[where] = target.run(image, f"echo {where.name} > mine; sleep 1; cat mine",
+        records[where] = target.run(ImageRef(image), f"echo {where.name} > mine; sleep 1; cat mine",
                                     where, 120)
 
     threads = [threading.Thread(target=step, args=(d,)) for d in dirs]
@@ -107,16 +108,16 @@ def test_parallel_steps_of_one_image_keep_their_own_scratch(target, image, tmp_p
 
 
 def test_an_image_that_cannot_be_loaded_fails_the_step_with_why(target, scratch):
-    record = target.run("sha256:" + "0" * 64, "true", scratch, 60)
+    record = target.run(ImageRef("sha256:" + "0" * 64), "true", scratch, 60)
     assert (record.exit_code, record.timed_out) == (125, False)
     assert "udocker could not prepare" in record.output
 
 
 def test_unavailable_names_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
-    assert "pip install udocker" in UdockerTarget(None, tmp_path).unavailable()
+    assert "pip install udocker" in UdockerRunner(None, tmp_path).unavailable()
     monkeypatch.undo()
-    monkeypatch.setattr("kernbuild.matrix.targets.udocker.runc_program", lambda: None)
-    if UdockerTarget(None, tmp_path).unavailable().startswith("udocker"):
+    monkeypatch.setattr("kernbuild.runtime.udocker.runc_program", lambda: None)
+    if UdockerRunner(None, tmp_path).unavailable().startswith("udocker"):
         pytest.skip("udocker itself is missing")
-    assert "apt-get install runc" in UdockerTarget(None, tmp_path).unavailable()
+    assert "apt-get install runc" in UdockerRunner(None, tmp_path).unavailable()

@@ -12,17 +12,17 @@ from pathlib import Path
 import pytest
 
 from kernbuild import debian
-from kernbuild.build.package import _refuse_driver_dependencies
+from kernbuild.build.package import _refuse_driver_dependencies, driver_dependencies
+from kernbuild.cuda import baked_in
+from kernbuild.cuda import satisfies as cuda_satisfies
 from kernbuild.errors import KernError, RecipeError
-from kernbuild.images import suite_plans
-from kernbuild.images.gpu import baked_in, driver_dependencies, host_driver_libraries
-from kernbuild.images.plan import GPU_CHECK, plan_gpu_image
+from kernbuild.gpu import host_driver_libraries
+from kernbuild.images.plan import GPU_CHECK, plan_gpu_image, suite_plans
 from kernbuild.images.writers import WRITERS
 from kernbuild.matrix import Cell, run_cell
-from kernbuild.matrix.state import StepRecord
-from kernbuild.matrix.targets import Target
 from kernbuild.recipe import load_suite
-from kernbuild.recipe.model import cuda_satisfies
+from kernbuild.results import StepResult
+from kernbuild.runtime import Runner
 from tests.conftest import recipe_text
 from tests.unit.test_cli import kernbuild
 
@@ -243,14 +243,14 @@ def test_nvidias_repository_replaces_debians_where_configured(gpu_suite, suite_d
 
 
 def test_the_suite_renders_a_gpu_image_for_each_gpu_variant():
-    names = [plan.name for plan in suite_plans(load_suite(ROOT / "recipes"))]
+    names = [plan.name for plan in suite_plans(load_suite(ROOT / "recipes"), "kern/base:x")]
     assert "pyvkfft" in names and "pyvkfft-gpu" in names
     assert not any(n.endswith("-gpu") and n != "pyvkfft-gpu" for n in names)
 
 
 # --- the matrix: kern-gpu-check before every GPU cell -----------------------------------
 
-class ScriptedTarget(Target):
+class ScriptedTarget(Runner):
     """Answers kern-gpu-check as told, and passes every workflow step."""
 
     name, form = "scripted", "docker"
@@ -259,11 +259,11 @@ class ScriptedTarget(Target):
         self.check = (check_exit, check_output)
         self.commands: list[str] = []
 
-    def run(self, image, command, scratch, timeout):
+    def run(self, image, command, cwd=None, timeout=60):
         self.commands.append(command)
         if command == GPU_CHECK:
-            return StepRecord("", "", self.check[0], 0.1, self.check[1])
-        return StepRecord("", "", 0, 0.1, "ok\n")
+            return StepResult(command, self.check[0], self.check[1], 0.1)
+        return StepResult(command, 0, "ok\n", 0.1)
 
 
 @pytest.fixture(scope="module")

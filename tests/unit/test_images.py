@@ -7,11 +7,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kernbuild.images import drift, render_suite, suite_plans, write_tree
+from kernbuild.images.build import render_suite
+from kernbuild.images.plan import suite_plans as _suite_plans
+from kernbuild.images.writers import drift, write_tree
 from kernbuild.images.writers import WRITERS
 from kernbuild.recipe import load_suite
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def suite_plans(suite):
+    return _suite_plans(suite, suite.settings.base_tag)
 
 
 def plans() -> dict:

@@ -19,7 +19,17 @@ from pathlib import Path
 import pytest
 
 from kernbuild.errors import KernError
-from kernbuild.images import sif
+from kernbuild.images import sif, singularity
+from kernbuild.images.cvmfs import export_sandbox
+from kernbuild.images import rootfs as rootfs_
+from kernbuild.runtime import bwrap
+
+
+def run_in_rootfs(*args, **kwargs) -> tuple[int, str]:
+    """bwrap.run_in_rootfs's (exit status, output)."""
+    result = bwrap.run_in_rootfs(*args, **kwargs)
+    return result.exit_code, result.output
+
 
 ROOT_USER = os.geteuid() == 0
 needs_sif_tools = pytest.mark.skipif(
@@ -90,7 +100,7 @@ def make_rootfs(root: Path, *, shell: bool = False) -> Path:
 @pytest.fixture
 def rootfs(tmp_path: Path) -> Path:
     root = make_rootfs(tmp_path / "rootfs")
-    sif.write_singularity_dir(root, DEFINITION, LABELS, ENVIRONMENT)
+    singularity.write_singularity_dir(root, DEFINITION, LABELS, ENVIRONMENT)
     return root
 
 
@@ -159,7 +169,7 @@ def test_environment_values_survive_the_shell_quoting(rootfs: Path):
 def test_a_bad_environment_name_is_refused(tmp_path: Path):
     root = make_rootfs(tmp_path / "rootfs")
     with pytest.raises(KernError, match="cannot export"):
-        sif.write_singularity_dir(root, DEFINITION, {}, {"BAD-NAME": "x"})
+        singularity.write_singularity_dir(root, DEFINITION, {}, {"BAD-NAME": "x"})
 
 
 def test_files_of_the_image_that_link_outside_are_replaced_not_written_through(tmp_path: Path):
@@ -167,7 +177,7 @@ def test_files_of_the_image_that_link_outside_are_replaced_not_written_through(t
     outside.write_text("127.0.0.1 host\n")
     root = make_rootfs(tmp_path / "rootfs")
     (root / "etc/hosts").symlink_to(outside)
-    sif.write_singularity_dir(root, DEFINITION, {}, {})
+    singularity.write_singularity_dir(root, DEFINITION, {}, {})
     assert outside.read_text() == "127.0.0.1 host\n"
     assert not (root / "etc/hosts").is_symlink() and (root / "etc/hosts").read_text() == ""
 
@@ -179,7 +189,7 @@ def test_a_directory_of_the_image_that_links_outside_is_refused(tmp_path: Path):
     root.mkdir()
     (root / "etc").symlink_to(outside)
     with pytest.raises(KernError, match="leads outside the image"):
-        sif.write_singularity_dir(root, DEFINITION, {}, {})
+        singularity.write_singularity_dir(root, DEFINITION, {}, {})
     assert list(outside.iterdir()) == []
 
 
@@ -277,7 +287,7 @@ def test_missing_tools_name_their_packages(rootfs: Path, tmp_path: Path, monkeyp
         sif.unpack_sif(tmp_path / "x.sif", tmp_path / "dest")
     assert "install squashfs-tools" in error.value.hint
     with pytest.raises(KernError) as error:
-        sif.run_in_rootfs(rootfs, "true")
+        run_in_rootfs(rootfs, "true")
     assert "install bubblewrap" in error.value.hint
     assert not (tmp_path / "x.sif").exists()
 
@@ -385,12 +395,12 @@ def shell_rootfs(tmp_path: Path) -> Path:
     if not shutil.which("bwrap"):
         pytest.skip("needs bubblewrap (apt-get install bubblewrap)")
     root = make_rootfs(tmp_path / "shell-rootfs", shell=True)
-    sif.write_singularity_dir(root, DEFINITION, LABELS, ENVIRONMENT)
+    singularity.write_singularity_dir(root, DEFINITION, LABELS, ENVIRONMENT)
     return root
 
 
 def test_commands_run_with_the_image_environment(shell_rootfs: Path):
-    code, output = sif.run_in_rootfs(
+    code, output = run_in_rootfs(
         shell_rootfs, 'read v < /etc/debian_version; echo "$v $LANG $KERN_FROM_DEF"; '
                       'echo "$LD_LIBRARY_PATH"; echo "$PATH"; pwd')
     assert code == 0, output
@@ -399,17 +409,17 @@ def test_commands_run_with_the_image_environment(shell_rootfs: Path):
 
 
 def test_exit_status_and_stderr_come_back(shell_rootfs: Path):
-    assert sif.run_in_rootfs(shell_rootfs, "echo oops >&2; exit 3") == (3, "oops\n")
-    code, output = sif.run_in_rootfs(shell_rootfs, "/.singularity.d/test")
+    assert run_in_rootfs(shell_rootfs, "echo oops >&2; exit 3") == (3, "oops\n")
+    code, output = run_in_rootfs(shell_rootfs, "/.singularity.d/test")
     assert (code, output) == (0, "smoke one\nsmoke two\n")
 
 
 def test_the_image_is_read_only_and_tmp_is_fresh(shell_rootfs: Path):
-    code, _ = sif.run_in_rootfs(shell_rootfs, "echo x > /etc/new")
+    code, _ = run_in_rootfs(shell_rootfs, "echo x > /etc/new")
     assert code != 0
     assert not (shell_rootfs / "etc/new").exists()
-    assert sif.run_in_rootfs(shell_rootfs, "echo x > /tmp/left; echo ok")[0] == 0
-    assert sif.run_in_rootfs(shell_rootfs, "test -e /tmp/left")[0] == 1
+    assert run_in_rootfs(shell_rootfs, "echo x > /tmp/left; echo ok")[0] == 0
+    assert run_in_rootfs(shell_rootfs, "test -e /tmp/left")[0] == 1
     assert list((shell_rootfs / "tmp").iterdir()) == []
 
 
@@ -417,16 +427,16 @@ def test_the_working_directory(shell_rootfs: Path, tmp_path: Path):
     project = tmp_path / "project"
     project.mkdir()
     (project / "data.txt").write_text("from the host\n")
-    assert sif.run_in_rootfs(shell_rootfs, "read v < data.txt; echo $v; pwd", cwd=str(project)) \
+    assert run_in_rootfs(shell_rootfs, "read v < data.txt; echo $v; pwd", cwd=str(project)) \
         == (0, f"from the host\n{project}\n")
-    assert sif.run_in_rootfs(shell_rootfs, "pwd", cwd="/etc") == (0, "/etc\n")
-    assert sif.run_in_rootfs(shell_rootfs, "pwd", cwd="/tmp/work/here") == (0, "/tmp/work/here\n")
+    assert run_in_rootfs(shell_rootfs, "pwd", cwd="/etc") == (0, "/etc\n")
+    assert run_in_rootfs(shell_rootfs, "pwd", cwd="/tmp/work/here") == (0, "/tmp/work/here\n")
     with pytest.raises(KernError, match="neither"):
-        sif.run_in_rootfs(shell_rootfs, "pwd", cwd="/no/such/place")
+        run_in_rootfs(shell_rootfs, "pwd", cwd="/no/such/place")
 
 
 def test_a_command_past_its_time_is_killed(shell_rootfs: Path):
-    code, output = sif.run_in_rootfs(shell_rootfs, "echo started; while :; do :; done", timeout=1)
+    code, output = run_in_rootfs(shell_rootfs, "echo started; while :; do :; done", timeout=1)
     assert code == 124
     assert output.startswith("started\n") and "killed after 1 s" in output
 
@@ -441,7 +451,7 @@ def test_export_sandbox_publishes_by_digest(rootfs: Path, tmp_path: Path):
     cvmfs = tmp_path / "cvmfs"
     (rootfs / "etc/secret").write_text("x")
     os.chmod(rootfs / "etc/secret", 0o000)
-    path, changed = sif.export_sandbox(rootfs, cvmfs, "kern/tiny:1", DIGEST_A)
+    path, changed = export_sandbox(rootfs, cvmfs, "kern/tiny:1", DIGEST_A)
     assert (path, changed) == (cvmfs / ".images" / ("a" * 64), True)
     assert (path / "etc/debian_version").read_text() == "13.0\n"
     assert os.readlink(path / "etc/alternatives/tool") == "/usr/bin/tool"
@@ -455,12 +465,12 @@ def test_export_sandbox_publishes_by_digest(rootfs: Path, tmp_path: Path):
     assert link.resolve() == path.resolve()
     assert [p.name for p in (cvmfs / ".images").iterdir()] == ["a" * 64]
 
-    assert sif.export_sandbox(rootfs, cvmfs, "kern/tiny:1", DIGEST_A) == (path, False)
+    assert export_sandbox(rootfs, cvmfs, "kern/tiny:1", DIGEST_A) == (path, False)
     # the same tree under a second name is not copied again
-    assert sif.export_sandbox(rootfs, cvmfs, "kern/tiny:latest", "a" * 64) == (path, True)
+    assert export_sandbox(rootfs, cvmfs, "kern/tiny:latest", "a" * 64) == (path, True)
 
     (rootfs / "etc/debian_version").write_text("13.1\n")
-    new, changed = sif.export_sandbox(rootfs, cvmfs, "kern/tiny:1", DIGEST_B)
+    new, changed = export_sandbox(rootfs, cvmfs, "kern/tiny:1", DIGEST_B)
     assert changed and new == cvmfs / ".images" / ("b" * 64)
     assert (link / "etc/debian_version").read_text() == "13.1\n"
     assert (path / "etc/debian_version").read_text() == "13.0\n"  # the old tree stays
@@ -470,12 +480,12 @@ def test_export_sandbox_publishes_by_digest(rootfs: Path, tmp_path: Path):
 def test_export_sandbox_refuses_bad_names_and_digests(rootfs: Path, tmp_path: Path):
     for name in ("", "/abs", "../up", "kern/../x", ".images/x"):
         with pytest.raises(KernError):
-            sif.export_sandbox(rootfs, tmp_path / "cvmfs", name, DIGEST_A)
+            export_sandbox(rootfs, tmp_path / "cvmfs", name, DIGEST_A)
     with pytest.raises(KernError, match="not an image digest"):
-        sif.export_sandbox(rootfs, tmp_path / "cvmfs", "tiny", "sha256:1234")
+        export_sandbox(rootfs, tmp_path / "cvmfs", "tiny", "sha256:1234")
     bare = make_rootfs(tmp_path / "bare")
     with pytest.raises(KernError, match="no /.singularity.d"):
-        sif.export_sandbox(bare, tmp_path / "cvmfs", "tiny", DIGEST_B)
+        export_sandbox(bare, tmp_path / "cvmfs", "tiny", DIGEST_B)
     assert not (tmp_path / "cvmfs" / ".images" / ("b" * 64)).exists()
 
 
@@ -547,7 +557,7 @@ def test_export_rootfs_keeps_what_a_root_filesystem_needs(tmp_path: Path):
         (entry("dev/null", tarfile.CHRTYPE, 0o666, devmajor=1, devminor=3), None),
         (entry("var/cache", tarfile.DIRTYPE, 0o555), None),
     ))
-    dest = sif.export_rootfs(client, "kern/tiny:1", tmp_path / "rootfs")
+    dest = rootfs_.export_rootfs(client, "kern/tiny:1", tmp_path / "rootfs")
     assert dest == tmp_path / "rootfs" and client.container.removed
     assert stat.S_IMODE(dest.stat().st_mode) == 0o755
     assert not (dest / ".dockerenv").exists()
@@ -579,7 +589,7 @@ def test_export_rootfs_refuses_an_archive_that_escapes(tmp_path: Path, members, 
         info.linkname = info.linkname.replace("{outside}", str(outside))
     client = FakeClient(archive(*members))
     with pytest.raises(KernError, match="refusing to unpack"):
-        sif.export_rootfs(client, "kern/tiny:1", tmp_path / "rootfs")
+        rootfs_.export_rootfs(client, "kern/tiny:1", tmp_path / "rootfs")
     assert client.container.removed
     assert sorted(p.name for p in outside.iterdir()) == ["file"]
     assert (outside / "file").read_text() == "keep\n"
@@ -588,5 +598,5 @@ def test_export_rootfs_refuses_an_archive_that_escapes(tmp_path: Path, members, 
 
 def test_export_rootfs_of_a_missing_image(tmp_path: Path):
     with pytest.raises(KernError, match="no image kern/absent:1"):
-        sif.export_rootfs(FakeClient(b""), "kern/absent:1", tmp_path / "rootfs")
+        rootfs_.export_rootfs(FakeClient(b""), "kern/absent:1", tmp_path / "rootfs")
     assert not (tmp_path / "rootfs").exists()

@@ -19,18 +19,18 @@ from kernbuild.matrix.slurm import (
     result_of_job,
     result_to_json,
 )
-from kernbuild.matrix.state import StepRecord
-from kernbuild.matrix.targets import Target
+from kernbuild.results import StepResult
+from kernbuild.runtime import Runner
 from kernbuild.recipe import load_suite
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class EchoTarget(Target):
+class EchoTarget(Runner):
     name, form = "echo", "docker"
 
-    def run(self, image, command, scratch, timeout):
-        return StepRecord("", "", 0, 0.0, f"ran {command[:10]}")
+    def run(self, image, command, cwd=None, timeout=60):
+        return StepResult(command, 0, f"ran {command[:10]}", 0.0)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_a_job_killed_for_its_memory_says_so(cell, tmp_path):
 
 def test_completed_reads_the_result_file_and_attaches_slurm_out(cell, tmp_path):
     stored = cell.result("fail", "assertion x failed (exit 1)", 3.5,
-                         [StepRecord("assert", "x", 1, 0.5, "nope")])
+                         [StepResult("false", 1, "nope", 0.5, phase="assert", name="x")])
     (tmp_path / "result.json").write_text(json.dumps(result_to_json(stored)))
     result = result_of_job(cell, "7", "COMPLETED", "0:0", tmp_path / "result.json",
                            "kernbuild: done\n", 4.0)
@@ -88,25 +88,27 @@ def test_completed_without_a_result_file_fails(cell, tmp_path):
 
 
 def test_result_json_round_trip(cell):
-    original = cell.result("pass", "", 1.25, [StepRecord("data", "make", 0, 0.1, "out"),
-                                              StepRecord("step", "run", 124, 9.0, "", True)])
+    original = cell.result("pass", "", 1.25, [
+        StepResult("make", 0, "out", 0.1, phase="data", name="make"),
+        StepResult("run", 124, "", 9.0, True, phase="step", name="run")])
     again = result_from_json(json.loads(json.dumps(result_to_json(original))))
     assert again == original
-    assert isinstance(again.steps[1], StepRecord) and again.steps[1].timed_out
+    assert isinstance(again.steps[1], StepResult) and again.steps[1].timed_out
 
 
 def test_spec_round_trip_rebuilds_the_cell(pipeline, tmp_path):
-    from kernbuild.matrix.targets import DockerTarget, SifBwrapTarget
+    from kernbuild.runtime.bwrap import SifBwrapRunner
+    from kernbuild.runtime.docker import DockerRunner
 
-    for target_name, form, kind in (("docker", "docker", DockerTarget),
-                                    ("sif-bwrap", "sif", SifBwrapTarget)):
-        target = kind(None)
+    for target_name, form, kind in (("docker", "docker", DockerRunner),
+                                    ("sif-bwrap", "sif", SifBwrapRunner)):
+        target = kind(None) if kind is DockerRunner else kind(tmp_path / "matrix" / "rootfs")
         original = Cell(pipeline, "wcslib", form, target, "/x/wcslib.sif", "d" * 64)
         spec = json.loads(json.dumps(cell_spec(original, ROOT / "recipes", tmp_path)))
         assert spec == {"recipes": str((ROOT / "recipes").resolve()),
                         "state": str(tmp_path.resolve()), "pipeline": "wcs-roundtrip",
                         "image": "wcslib", "form": form, "target": target_name,
-                        "gpu": False, "ref": "/x/wcslib.sif", "digest": "d" * 64}
+                        "gpu": False, "ref": "/x/wcslib.sif", "digest": "d" * 64, "tag": ""}
         again = cell_from_spec(spec)
         assert isinstance(again.target, kind) and not again.gpu
         assert again.key == original.key  # same pipeline, image and target: same cell
@@ -117,7 +119,7 @@ def test_spec_round_trip_rebuilds_the_cell(pipeline, tmp_path):
     # the sif-bwrap target unpacks into state/matrix/rootfs/<digest>, once
     where = tmp_path / "matrix" / "rootfs" / ("d" * 64)
     where.mkdir(parents=True)
-    assert again.target.rootfs_of("/x/wcslib.sif") == where
+    assert again.target.rootfs(again.image_ref) == where
 
 
 def test_worker_runs_the_cell_and_writes_its_result(cell, tmp_path, monkeypatch):

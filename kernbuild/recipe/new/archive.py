@@ -14,10 +14,8 @@ import functools
 import hashlib
 import io
 import lzma
-import os
 import re
 import tarfile
-import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -26,6 +24,7 @@ from debian.deb822 import Deb822
 from packaging.utils import canonicalize_name
 
 from kernbuild.errors import KernError
+from kernbuild.fsutil import atomic_write
 from kernbuild.recipe.new.web import NotFound, Web, tar_read
 
 _AREAS = ("main", "contrib", "non-free")
@@ -65,7 +64,7 @@ class Archive:
         except lzma.LZMAError as exc:
             raise KernError(f"{url} is damaged: {exc}", "try again, or use another mirror") \
                 from None
-        _write_atomic(path, data)
+        atomic_write(path, data)
         return text
 
     def _areas(self, index: str) -> list[bytes]:
@@ -116,7 +115,7 @@ class Archive:
                 raise KernError(f"{self.mirror}/{stanza['Filename']} does not match the "
                                 "sha256 in the Packages index", "try again, or use another "
                                                                 "mirror")
-            _write_atomic(path, _deb_file(deb, "usr/share/dh-python/dist/cpython3_fallback"))
+            atomic_write(path, _deb_file(deb, "usr/share/dh-python/dist/cpython3_fallback"))
         table: dict[str, str] = {}
         for line in path.read_text(encoding="utf-8").splitlines():
             name, _, dependency = line.strip().partition(" ")
@@ -171,17 +170,3 @@ def _deb_file(deb: bytes, path: str) -> bytes:
         offset += 60 + size + size % 2
     raise KernError(f"dh-python's package has no /{path}",
                     "kernbuild reads dh-python's table of PyPI names from it")
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file beside it and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -1,5 +1,4 @@
-"""The udocker target: the cell's Docker image run without a daemon, by udocker in
-mode R1 (runc).
+"""The udocker runner: a Docker image run without a daemon, by udocker in mode R1 (runc).
 
 The Docker engine is used only to export an image once (``docker save``); every
 step then runs through ``udocker run``, the way a user without a daemon (an HPC
@@ -23,7 +22,6 @@ import io
 import json
 import os
 import pty
-import shutil
 import signal
 import subprocess
 import sys
@@ -33,19 +31,17 @@ import threading
 import time
 from pathlib import Path
 
-from kernbuild.matrix.state import StepRecord
-from kernbuild.matrix.targets import SCRATCH, Target
+from kernbuild.results import StepResult
+from kernbuild.runtime import DEFAULT_TIMEOUT, ImageRef, Runner, RuntimeContext
+from kernbuild.runtime.docker import SCRATCH, stream
+from kernbuild.runtime.tools import locate
 
 REPO = "kernbuild"  # udocker repository the images are loaded under
 
 
 def runc_program() -> str | None:
-    """The runc udocker drives: on PATH, or Debian's /usr/sbin/runc (not on a
-    non-root PATH)."""
-    found = shutil.which("runc")
-    if found:
-        return found
-    return "/usr/sbin/runc" if os.access("/usr/sbin/runc", os.X_OK) else None
+    """The runc udocker drives: on PATH, or root's /usr/sbin/runc (not on a user's PATH)."""
+    return locate("runc")
 
 
 def _retag(source: io.BufferedIOBase, dest: Path, ref: str) -> None:
@@ -82,27 +78,7 @@ def _retag(source: io.BufferedIOBase, dest: Path, ref: str) -> None:
         out.addfile(info, io.BytesIO(raw))
 
 
-class _ChunkReader(io.RawIOBase):
-    """A readable file over the docker SDK's chunk generator, for tarfile's stream mode."""
-
-    def __init__(self, chunks) -> None:
-        self.chunks, self.rest = iter(chunks), b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        while not self.rest:
-            try:
-                self.rest = next(self.chunks)
-            except StopIteration:
-                return 0
-        size = min(len(buffer), len(self.rest))
-        buffer[:size], self.rest = self.rest[:size], self.rest[size:]
-        return size
-
-
-class UdockerTarget(Target):
+class UdockerRunner(Runner):
     """udocker in mode R1 (runc): the Docker image, without a daemon at run time."""
 
     name, form = "udocker", "docker"
@@ -119,6 +95,10 @@ class UdockerTarget(Target):
         self._load_lock = threading.Lock()
         self._free: dict[str, list[tuple[str, Path]]] = {}  # image id -> idle containers
         self._made: dict[str, int] = {}  # image id -> containers made from it
+
+    @classmethod
+    def from_context(cls, context: RuntimeContext) -> "UdockerRunner":
+        return cls(context.connect, context.cache("udocker"))
 
     def unavailable(self) -> str:
         if importlib.util.find_spec("udocker") is None:
@@ -169,7 +149,7 @@ class UdockerTarget(Target):
             saved = self.home / "tmp" / f"{self.short(image)}.tar"
             try:
                 chunks = self.connect().images.get(image).save(named=False)
-                _retag(io.BufferedReader(_ChunkReader(chunks), 1 << 20), saved, ref)
+                _retag(stream(chunks), saved, ref)
                 self.udocker("load", "-i", str(saved))
             except BaseException:
                 # a half-done load would pass for a loaded image next time
@@ -204,31 +184,41 @@ class UdockerTarget(Target):
         with self._lock:
             self._free.setdefault(image, []).append(container)
 
-    def run(self, image: str, command: str, scratch: Path, timeout: int) -> StepRecord:
-        """Run ``sh -c command`` in the Docker image ``image`` (an id), ``scratch``
-        bound at /scratch and the working directory; killed after ``timeout``
-        seconds (exit 124, ``timed_out``). Output is stdout and stderr together."""
+    def prepare(self, image: ImageRef) -> None:
+        """Load the image into udocker before any step needs it."""
+        from kernbuild.errors import KernError
+
+        try:
+            self.ensure_image(image.ref)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            raise KernError(f"udocker could not load {image.ref}: {exc}") from None
+
+    def run(self, image: ImageRef, command: str, cwd: Path | None = None,
+            timeout: float = DEFAULT_TIMEOUT) -> StepResult:
+        """Run ``sh -c command`` in the Docker image ``image`` (an id), ``cwd`` bound
+        at /scratch and the working directory; killed after ``timeout`` seconds (exit
+        124, ``timed_out``). Output is stdout and stderr together."""
         from docker.errors import DockerException
 
         started = time.monotonic()
         try:
-            container = self.acquire(image)
+            container = self.acquire(image.ref)
         except (RuntimeError, OSError, subprocess.SubprocessError, DockerException) as exc:
             # the image could not be made ready: the step fails with why, as a
             # container that cannot start does under docker run (exit 125)
-            return StepRecord("", "", 125, time.monotonic() - started,
-                              f"udocker could not prepare {image}: {exc}\n", False)
+            return StepResult(command, 125, f"udocker could not prepare {image.ref}: {exc}\n",
+                              time.monotonic() - started)
         try:
-            code, output, timed_out = self._run_in(container, command, scratch, timeout)
+            code, output, timed_out = self._run_in(container, command, cwd, timeout)
         finally:
-            self.release(image, container)
-        return StepRecord("", "", code, time.monotonic() - started, output, timed_out)
+            self.release(image.ref, container)
+        return StepResult(command, code, output, time.monotonic() - started, timed_out)
 
-    def _run_in(self, container: tuple[str, Path], command: str, scratch: Path,
-                timeout: int) -> tuple[int, str, bool]:
+    def _run_in(self, container: tuple[str, Path], command: str, cwd: Path | None,
+                timeout: float) -> tuple[int, str, bool]:
         name, specdir = container
-        argv = self.command("run", "--nobanner", "-v", f"{scratch}:{SCRATCH}",
-                            "-w", SCRATCH, name,
+        where = ["-v", f"{cwd}:{SCRATCH}", "-w", SCRATCH] if cwd else ["-w", "/tmp"]
+        argv = self.command("run", "--nobanner", *where, name,
                             # stdin from /dev/null, as under the docker target: a
                             # step reading the terminal below would wait forever
                             "sh", "-c", 'exec sh -c "$1" </dev/null', "sh", command)

@@ -1,4 +1,4 @@
-"""The ``native`` target: an image's packages installed from the signed repository into a
+"""The ``native`` runner: an image's packages installed from the signed repository into a
 fresh mmdebstrap chroot, run with no container runtime.
 
 It checks what the other targets cannot: that the suite's packages, exactly as pinned in
@@ -21,15 +21,17 @@ import time
 from pathlib import Path
 
 from kernbuild.errors import KernError
-from kernbuild.matrix.state import StepRecord
-from kernbuild.matrix.targets import Target
+from kernbuild.results import StepResult
+from kernbuild.runtime import DEFAULT_TIMEOUT, ImageRef, Runner, RuntimeContext
+from kernbuild.runtime.bwrap import run_in_rootfs
+from kernbuild.runtime.tools import locate
 
 # Debian package names (policy 5.6.1), optionally pinned to a Debian version (5.6.12).
 # Checked so that nothing from the package list can reach mmdebstrap as an option.
 _PACKAGE = re.compile(r"^[a-z0-9][a-z0-9.+-]+(=[0-9A-Za-z.+~:-]+)?$")
 # The images' dpkg excludes (documentation, manual pages, translations), shared so a
 # native chroot holds what an image holds.
-_NODOC = Path(__file__).resolve().parents[2] / "images" / "templates" / "dpkg-nodoc"
+_NODOC = Path(__file__).resolve().parents[1] / "images" / "templates" / "dpkg-nodoc"
 # As the images' kern-apt-install does it: the suite's builds win over Debian's packages
 # of the same name. mmdebstrap runs apt from outside with the chroot's /etc/apt, so a
 # preferences file written there before the install (a setup hook) is what apt reads.
@@ -66,10 +68,10 @@ def _mounted_under(path: Path) -> bool:
     return any((point.rstrip("/") + "/").startswith(prefix) for point in points)
 
 
-class NativeTarget(Target):
+class NativeRunner(Runner):
     """The image's packages, from the suite's signed repository and a Debian mirror,
     installed by ``mmdebstrap --variant=minbase`` into a chroot of their own, which each
-    step then runs in under bubblewrap, as :class:`SifBwrapTarget` runs a SIF's root
+    step then runs in under bubblewrap, as the sif-bwrap runner runs a SIF's root
     filesystem (the scratch directory bound at its own path and the working directory).
 
     ``image`` is the package list, ``"<name>=<version> ..."``. The chroot of a list is
@@ -98,13 +100,19 @@ class NativeTarget(Target):
         self._lock = threading.Lock()
         self._building: dict[str, threading.Lock] = {}
 
+    @classmethod
+    def from_context(cls, context: RuntimeContext) -> "NativeRunner":
+        settings = context.settings
+        return cls(context.repo_root, settings.repo_distribution, settings.distribution,
+                   settings.mirror, context.cache("native"))
+
     def unavailable(self) -> str:
         """Why this target cannot run here, or "" if it can."""
         if self.gpu:
             return "GPU images run in containers only: a chroot of packages has no GPU runtime"
         missing = [f"{tool} is not installed (apt-get install {package})"
                    for tool, package in (("mmdebstrap", "mmdebstrap"), ("bwrap", "bubblewrap"))
-                   if shutil.which(tool) is None]
+                   if locate(tool) is None]
         return "; ".join(missing)
 
     def key(self, packages: list[str]) -> str:
@@ -136,7 +144,7 @@ class NativeTarget(Target):
         return where
 
     def _make(self, packages: list[str], where: Path) -> None:
-        from kernbuild.images.sif import write_singularity_dir
+        from kernbuild.images.singularity import write_singularity_dir
 
         keyring = self.repo_root / "kern-archive-keyring.gpg"
         if not keyring.is_file() or not (self.repo_root / "current").is_dir():
@@ -186,19 +194,19 @@ class NativeTarget(Target):
             if not _mounted_under(work):
                 shutil.rmtree(work, ignore_errors=True)
 
-    def run(self, image: str, command: str, scratch: Path, timeout: int) -> StepRecord:
-        """Run ``sh -c command`` in the chroot of the package list ``image``, in
-        ``scratch``; the chroot's creation does not count against ``timeout``. A chroot
-        that cannot be made is reported as exit status 125 with the reason as output."""
-        from kernbuild.images.sif import run_in_rootfs
+    def prepare(self, image: ImageRef) -> None:
+        self.rootfs(image.ref)
 
+    def run(self, image: ImageRef, command: str, cwd: Path | None = None,
+            timeout: float = DEFAULT_TIMEOUT) -> StepResult:
+        """Run ``sh -c command`` in the chroot of the package list ``image.ref``, in
+        ``cwd``; the chroot's creation does not count against ``timeout``. A chroot
+        that cannot be made is reported as exit status 125 with the reason as output."""
         started = time.monotonic()
         try:
-            root = self.rootfs(image)
+            root = self.rootfs(image.ref)
         except KernError as exc:
-            return StepRecord("", "", SETUP_FAILED, time.monotonic() - started,
-                              f"[kernbuild] no native chroot: {exc}\n", False)
-        started = time.monotonic()
-        code, output = run_in_rootfs(root, command, cwd=str(Path(scratch).resolve()),
-                                     timeout=timeout)
-        return StepRecord("", "", code, time.monotonic() - started, output, code == 124)
+            return StepResult(command, SETUP_FAILED, f"[kernbuild] no native chroot: {exc}\n",
+                              time.monotonic() - started)
+        return run_in_rootfs(root, command, cwd=str(Path(cwd).resolve()) if cwd else "/tmp",
+                             timeout=timeout)
