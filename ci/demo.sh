@@ -27,6 +27,9 @@ set -x
 .venv/bin/kernbuild smoke katpoint
 .venv/bin/kernbuild image katpoint --format docker --format sif
 .venv/bin/kernbuild test --pipeline katpoint --html .kernbuild/report   # open .kernbuild/report/index.html
+# A CWL pipeline (Spiel-style simulation: predict five sources, image them back, check
+# each one's position and flux), run by cwltool and Toil, with Docker and apptainer.
+.venv/bin/kernbuild test --pipeline pipeline-simulation
 # GPU: pyvkfft's CUDA variant (no dependency on any driver), its GPU image, which on a
 # host without a GPU says "no GPU visible" (and OK on a GPU host), and the host report.
 .venv/bin/kernbuild package pyvkfft --variant gpu

@@ -1,0 +1,30 @@
+cwlVersion: v1.2
+class: CommandLineTool
+label: "assert: every injected RFI cell flagged, under 5% of the clean cells"
+requirements:
+  DockerRequirement:
+    dockerPull: kern/pipeline-imaging:1
+  InitialWorkDirRequirement:
+    listing:
+      - entry: $(inputs.ms)
+        writable: true
+baseCommand: python3
+arguments:
+  - $(inputs.script.path)
+  - $(inputs.ms.basename)
+  - $(inputs.rfi.path)
+  - {prefix: --report, valueFrom: check-flags.txt}
+inputs:
+  script:
+    type: File
+    default: {class: File, location: ../check_flags.py}
+  ms: Directory
+  rfi: File
+  max_clean:
+    type: float?
+    doc: largest fraction of clean cells that may be flagged (default 0.05)
+    inputBinding: {prefix: --max-clean, position: 1}
+outputs:
+  report:
+    type: File
+    outputBinding: {glob: check-flags.txt}

@@ -1,0 +1,51 @@
+cwlVersion: v1.2
+class: CommandLineTool
+label: synthesise a tiny LOFAR-like Measurement Set (empty here - no sources, no noise)
+doc: |
+  python-casacore: a default MS with its subtables filled (ANTENNA, FIELD,
+  SPECTRAL_WINDOW, POLARIZATION, ...), UVW from the array geometry and the hour
+  angle, DATA = the given point sources plus Gaussian noise. truth.json holds
+  every source's RA, Dec and flux for the checks.
+requirements:
+  DockerRequirement:
+    dockerPull: kern/pipeline-simulation:1
+baseCommand: python3
+arguments:
+  - $(inputs.script.path)
+  - {prefix: --out, valueFrom: $(inputs.ms_name)}
+  - {prefix: --truth, valueFrom: truth.json}
+inputs:
+  script:
+    type: File
+    default: {class: File, location: ../make_ms.py}
+  ms_name:
+    type: string
+    default: sim.ms
+  sources:
+    type:
+      - "null"
+      - type: array
+        items: string
+        inputBinding: {prefix: --source}
+    doc: "'DL_ARCSEC,DM_ARCSEC,FLUX_JY' each: east and north of the phase centre"
+    inputBinding: {position: 1}
+  noise:
+    type: float?
+    doc: noise sigma of each real and imaginary part (Jy)
+    inputBinding: {prefix: --noise, position: 1}
+  nchan:
+    type: int?
+    inputBinding: {prefix: --nchan, position: 1}
+  ntime:
+    type: int?
+    inputBinding: {prefix: --ntime, position: 1}
+  nant:
+    type: int?
+    inputBinding: {prefix: --nant, position: 1}
+outputs:
+  ms:
+    type: Directory
+    outputBinding: {glob: $(inputs.ms_name)}
+  truth:
+    type: File
+    outputBinding: {glob: truth.json}
