@@ -64,13 +64,21 @@ class Cell:
                           self.target.name, status, reason, seconds, steps or [])
 
 
+#: Scripts that several CWL pipelines share, in the recipes directory.
+SHARED_CWL = "pipeline-common"
+
+
 def workflow_digest(recipe: Recipe) -> str:
-    """A CWL pipeline's files (its workflow's directory, tools and scripts), hashed: a cell
-    reruns when any of them changes. "" for a pipeline of steps."""
+    """A CWL pipeline's files (its workflow's directory, tools and scripts, and the shared
+    scripts), hashed: a cell reruns when any of them changes. "" for a pipeline of steps."""
     from kernbuild.sources import tree_hash
 
     cwl = recipe.pipeline.cwl
-    return tree_hash((recipe.path.parent / cwl.workflow).parent) if cwl else ""
+    if cwl is None:
+        return ""
+    shared = recipe.path.parent / SHARED_CWL
+    return tree_hash((recipe.path.parent / cwl.workflow).parent) + (
+        tree_hash(shared) if shared.is_dir() else "")
 
 
 def run_cell(cell: Cell, scratch_root: Path) -> CellResult:

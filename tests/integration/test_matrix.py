@@ -51,6 +51,22 @@ def test_every_pipeline_in_every_image_form_on_every_target(first_run):
     assert "RA 187.491995 (want 187.491995)" in passed["steps"][3]["output"]
 
 
+def test_sif_bwrap_agrees_with_the_real_apptainer_on_every_step(first_run):
+    """The stand-in earns its place (it runs SIFs where no apptainer can) only if it sees
+    what apptainer sees: the same exit status and output, step by step."""
+    cells, _ = first_run
+    by = {(c["image"], c["target"]): c for c in cells}
+    for image in ("wcs-roundtrip", "wcslib"):
+        real, stand_in = by[(image, "apptainer")], by[(image, "sif-bwrap")]
+
+        def said(step):
+            return [line for line in step["output"].splitlines()
+                    if not line.startswith(("INFO:", "WARNING:"))]
+
+        assert [(s["name"], s["exit_code"], said(s)) for s in real["steps"]] == \
+            [(s["name"], s["exit_code"], said(s)) for s in stand_in["steps"]]
+
+
 def test_reports_junit_and_html(first_run):
     _, reports = first_run
     suite_xml = ElementTree.parse(reports / "junit.xml").getroot().find("testsuite")

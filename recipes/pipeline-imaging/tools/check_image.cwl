@@ -13,7 +13,7 @@ arguments:
 inputs:
   script:
     type: File
-    default: {class: File, location: ../check_image.py}
+    default: {class: File, location: ../../pipeline-common/check_image.py}
   image: File
   truth: File
   tol:

@@ -17,7 +17,7 @@ arguments:
 inputs:
   script:
     type: File
-    default: {class: File, location: ../make_ms.py}
+    default: {class: File, location: ../../pipeline-common/make_ms.py}
   ms_name:
     type: string
     default: sim.ms

@@ -71,7 +71,7 @@ def main():
     p.add_argument("--noise", type=float, default=0.5,
                    help="noise sigma of each real and imaginary part (Jy)")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--project", default="pipeline-simulation")
+    p.add_argument("--project", default="kernbuild pipelines")
     a = p.parse_args()
 
     rng = np.random.default_rng(a.seed)
