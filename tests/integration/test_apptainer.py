@@ -177,9 +177,12 @@ def test_apptainer_built_and_assembled_sifs_agree(suite: Suite, runner, sif_buil
           f"{only_built}; only in kernbuild's {only_assembled}; differing {changed}")
     for one, other in (("built", "assembled"), ("assembled", "built")):
         print(f"/.singularity.d, only in the {one} SIF:", sorted(set(meta[one]) - set(meta[other])))
-    # The image's files are the same; mount points apptainer adds may differ.
-    assert changed == [] and len(only_built) + len(only_assembled) <= 10, (
-        only_built, only_assembled)
+    # The image's own files are the same. What differs is what a container runtime puts
+    # there: device nodes in /dev (apptainer's build makes them), and the files Docker
+    # writes into every container, which `docker export` carries (hostname, mtab).
+    runtime_made = ("dev/", "etc/hostname", "etc/hosts", "etc/resolv.conf", "etc/mtab")
+    assert [p for p in only_built + only_assembled + changed
+            if not p.startswith(runtime_made)] == []
     assert runner.inspect_labels(assembled)["org.kernsuite.packages"] == \
         runner.inspect_labels(built)["org.kernsuite.packages"]
     probe = "echo LANG=$LANG PATH=$PATH; " + plan.smoke[0]
