@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import html
+import platform
 import re
+from datetime import datetime, timezone
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -47,6 +49,26 @@ def write_junit(results: list[CellResult], path: Path) -> None:
     ElementTree.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
 
 
+#: A line an assert prints about what it measured: "... want ...", "image check: PASS".
+_RESULT_LINE = re.compile(r"\bwant\b|\bcheck: (PASS|FAIL)\b|\(want ")
+RESULT_LINES = 12  # at most, per cell
+
+
+def result_lines(result: CellResult) -> list[str]:
+    """What a cell's asserts said they measured (the peak and its flux, the period and
+    DM, each recovered source), as a release manager reads it: from its assert steps,
+    or, for a CWL workflow, the lines its assert steps printed into the runner's log."""
+    said = []
+    for step in result.steps:
+        if step.phase not in ("assert", "cwl"):
+            continue
+        for line in step.output.splitlines():
+            line = line.strip()
+            if line and (step.phase == "assert" or _RESULT_LINE.search(line)):
+                said.append(line)
+    return said[-RESULT_LINES:]
+
+
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>kernbuild matrix</title>
 <style>
@@ -54,12 +76,21 @@ body {{ font-family: sans-serif; margin: 2em; }}
 table {{ border-collapse: collapse; }}
 th, td {{ border: 1px solid #ccc; padding: .4em .8em; text-align: left; }}
 td.pass {{ background: #cfc; }} td.fail {{ background: #f99; }} td.skip {{ background: #eee; }}
+td.detail {{ white-space: nowrap; }}
+pre {{ margin: 0; white-space: pre-wrap; font-size: 90%; }}
 </style></head><body>
 <h1>kernbuild matrix</h1>
+<p>{when}</p>
 <p>{summary}</p>
 <table>
 <tr><th>pipeline</th><th>image</th><th>form</th>{heads}</tr>
 {rows}
+</table>
+<h2>Cells</h2>
+<table>
+<tr><th>pipeline</th><th>image</th><th>form</th><th>target</th><th>result</th><th>time</th>
+<th>what it found, or why not</th></tr>
+{details}
 </table></body></html>
 """
 
@@ -84,9 +115,26 @@ def write_html(results: list[CellResult], directory: Path) -> Path:
         lines.append("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row)
                      + "".join(tds) + "</tr>")
     counts = {s: sum(r.status == s for r in results) for s in ("pass", "fail", "skip")}
-    page = PAGE.format(summary=", ".join(f"{n} {s}" for s, n in counts.items()),
+    details = []
+    for result in sorted(results, key=lambda r: (r.pipeline, r.image, r.form, r.target)):
+        said = result_lines(result)
+        if result.status != "pass":  # the reason first, and a failure's log tail
+            said = [result.reason, *said] + ([] if result.status == "skip" else
+                                               result.log.splitlines()[-8:])
+        details.append(
+            "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in (
+                result.pipeline, result.image, result.form, result.target))
+            + f'<td class="{result.status} detail"><a href="logs/{log_name(result)}">'
+            f"{result.status}</a></td><td>{result.seconds:.1f} s</td>"
+            f"<td><pre>{html.escape(chr(10).join(said))}</pre></td></tr>")
+    from kernbuild import __version__
+
+    when = (f"run {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.node()} by "
+            f"kernbuild {__version__}")
+    page = PAGE.format(when=html.escape(when),
+                       summary=", ".join(f"{n} {s}" for s, n in counts.items()),
                        heads="".join(f"<th>{html.escape(t)}</th>" for t in targets),
-                       rows="\n".join(lines))
+                       rows="\n".join(lines), details="\n".join(details))
     index = directory / "index.html"
     index.write_text(page)
     return index

@@ -189,3 +189,4 @@ def test_unavailable_names_the_problem_and_the_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(bin_dir))
     why = SlurmExecutor(tmp_path).unavailable()
     assert "Unable to contact slurm controller" in why and "ci/setup-slurm.sh" in why
+
