@@ -84,6 +84,8 @@ def build_images(workspace, suite: Suite, names: list[str], *,
     keyring_sha256 = hashlib.sha256(
         (builder.repo.root / "kern-archive-keyring.gpg").read_bytes()).hexdigest()
     docker = DockerRunner(lambda: client, labels={"kernbuild": "smoke"})
+    # made ready once for all the SIFs of this command, not once per image
+    apptainer = _apptainer(workspace, suite, builder.repo.key, say) if "sif" in formats else None
     builds = []
     for recipe in recipes:
         plan = (plan_gpu_image if gpu else plan_image)(suite, recipe, env.base)
@@ -108,8 +110,7 @@ def build_images(workspace, suite: Suite, names: list[str], *,
         if "sif" in formats:
             report(recipe.name, "image", "SIF")
             sif, smoke = make_sif(client, plan, built, output or workspace.images / "sif",
-                                  workspace.images,
-                                  _apptainer(workspace, suite, builder.repo.key, say))
+                                  workspace.images, apptainer)
             result = replace(result, lock=replace(result.lock, sif=sif), sif_smoke=smoke)
         if "sandbox" in formats:
             report(recipe.name, "image", f"sandbox in {cvmfs}")

@@ -86,6 +86,7 @@ class ApptainerRunner(Runner):
         self.connect, self.cache, self.settings, self.images = connect, cache, settings, images
         self.keys: Path | None = None  # the keyring that signs and verifies (use_key)
         self._verified: set[str] = set()  # SIF digests whose signature verified
+        self._engine_error: str | None = None  # why no engine answers ("": it does)
 
     @classmethod
     def from_context(cls, context: RuntimeContext) -> "ApptainerRunner":
@@ -106,12 +107,14 @@ class ApptainerRunner(Runner):
             return ""
         if self.connect is None:
             return "neither apptainer nor singularity is installed"
-        try:
-            self.connect()
-        except KernError as exc:
-            return (f"no apptainer on this host, and no Docker engine to run Debian's in a "
-                    f"container: {exc.message}")
-        return ""
+        if self._engine_error is None:  # asked once: the matrix asks before every cell
+            try:
+                self.connect()
+                self._engine_error = ""
+            except KernError as exc:
+                self._engine_error = exc.message
+        return (f"no apptainer on this host, and no Docker engine to run Debian's in a "
+                f"container: {self._engine_error}") if self._engine_error else ""
 
     def prepare(self, image: ImageRef) -> None:
         """Make the containerised apptainer if the host has none (once per machine), and,
