@@ -11,23 +11,37 @@ the recipe's ``sha256`` like a download, so a tampered one is refused, never use
 
 Cache layout under ``root`` (``Workspace.sources``)::
 
-    blobs/<sha256>   verified downloads, content-addressed
-    trees/<key>/     unpacked trees, keyed by :meth:`SourceCache.key`
+    blobs/<sha256>        verified downloads, content-addressed
+    trees/<key>/          unpacked trees, keyed by :meth:`SourceCache.key`
+    tree-hashes/<key>     the :func:`tree_hash` of trees/<key>, recorded when it was made
 
 Every write is atomic: a download goes to a temporary file beside its final
 name and is renamed once verified; a tree is built in a temporary directory
-and renamed into place. Two processes fetching the same source at once
-(``--jobs``) both succeed: whoever renames second discards its own copy and
-uses the first one's, which is identical by construction. What is in the
-cache is reused without touching the network.
+and renamed into place (its tree hash recorded first). Two processes fetching
+the same source at once (``--jobs``) both succeed: whoever renames second
+discards its own copy and uses the first one's, which is identical by
+construction. A process killed mid-download leaves only a ``.tmp-*`` name,
+which no lookup sees and a later run removes once it is older than
+:data:`STALE_TEMPORARY` seconds.
+
+What is in the cache is reused without touching the network, but only once
+it is verified again: a blob must still hash to its name and a tree to its
+recorded tree hash. An entry that does not (a flipped bit on disk, a build
+that wrote into a shared tree) is removed and made again, from its blob or
+the network, never used.
+
+Network faults are handled in :mod:`.http`: stalls, resets and 5xx answers
+are retried within :class:`~.http.NetLimits`, then refused with the URL and
+the reason.
 """
 
 from __future__ import annotations
 
-import hashlib
 import http.client
+import io
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,14 +49,17 @@ from pathlib import Path
 from kernbuild.errors import KernError
 from kernbuild.recipe.model import Recipe, SuiteSettings
 from kernbuild.sources.debian import DEBIAN_KEYRING, DEFAULT_MIRROR, Debian
-from kernbuild.fsutil import remove_tree
+from kernbuild.fsutil import atomic_write, remove_tree
 from kernbuild.sources.extract import inside
 from kernbuild.sources.git import Git
-from kernbuild.sources.http import DEFAULT_TIMEOUT, Unreachable, content_length, open_url, reason
+from kernbuild.sources.http import (
+    DEFAULT_TIMEOUT, NetLimits, Unreachable, network_hint, open_url, retrying, stream,
+)
 from kernbuild.sources.kind import SourceKind, SourceLocation
 from kernbuild.sources.none import NoSource
 from kernbuild.sources.path import LocalPath
 from kernbuild.sources.pypi import DEFAULT_PYPI, PyPI
+from kernbuild.sources.treehash import file_sha256, tree_hash
 from kernbuild.sources.url import Url
 from kernbuild.workspace import Workspace
 
@@ -60,7 +77,10 @@ KINDS: dict[str, type[SourceKind]] = {
 #: ``progress(label, bytes_done, bytes_total_or_None)``, called while downloading.
 Progress = Callable[[str, int, int | None], None]
 
-_CHUNK = 1 << 18
+#: Seconds after which a ``.tmp-*`` entry of the cache is a dead process's leftover. No
+#: live writer leaves one untouched that long: a download writes at least every
+#: ``NetLimits.timeout`` seconds and ends within ``attempts * deadline``.
+STALE_TEMPORARY = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -95,6 +115,8 @@ class SourceCache:
             called while downloading so that the CLI can draw progress bars.
         pypi: the base URL of PyPI's JSON API (tests point it at a local server).
         timeout: seconds a network operation may stall before it fails.
+        limits: every network limit (:class:`~.http.NetLimits`); when given,
+            its ``timeout`` is used and ``timeout`` is ignored.
 
     The object holds configuration only; every piece of state is on disk, so
     several instances (or processes) may share one ``root``. Its underscored
@@ -105,12 +127,13 @@ class SourceCache:
                  progress: Progress | None = None, *, pypi: str = DEFAULT_PYPI,
                  timeout: float = DEFAULT_TIMEOUT,
                  source_mirrors: tuple[Path, ...] = (), distribution: str = "trixie",
-                 keyring: Path = DEBIAN_KEYRING) -> None:
+                 keyring: Path = DEBIAN_KEYRING, limits: NetLimits | None = None) -> None:
         self.root = Path(root)
         self.mirror = mirror.rstrip("/")
         self.progress = progress
         self.pypi = pypi.rstrip("/")
-        self.timeout = timeout
+        self.limits = limits or NetLimits(timeout=timeout)
+        self.timeout = self.limits.timeout
         self.source_mirrors = tuple(Path(m) for m in source_mirrors)
         self.distribution = distribution
         self.keyring = Path(keyring)
@@ -139,6 +162,11 @@ class SourceCache:
     def trees(self) -> Path:
         """Unpacked trees, each named by the key of its source."""
         return self.root / "trees"
+
+    @property
+    def tree_hashes(self) -> Path:
+        """The recorded :func:`tree_hash` of each tree, named like the tree."""
+        return self.root / "tree-hashes"
 
     # --- public API -----------------------------------------------------------------
 
@@ -170,7 +198,7 @@ class SourceCache:
             return known
         if sha and self._cached_blob(sha):
             return SourceLocation("cache", str(self.blobs / sha))
-        if sha and (self.trees / sha).is_dir():  # a debian source fetched without its .dsc
+        if sha and self._cached_tree(sha):  # a debian source fetched without its .dsc
             return SourceLocation("cache", str(self.trees / sha))
         tree = kind.cached_tree(recipe)
         if tree is not None:
@@ -203,23 +231,68 @@ class SourceCache:
     # --- what the kinds build on -------------------------------------------------------
 
     def _cached_blob(self, sha: str) -> Path | None:
+        """``blobs/<sha>`` if it is there and still hashes to ``sha``, else None.
+
+        A blob that no longer matches (the disk flipped a bit, someone edited it)
+        is removed, so that the caller fetches it again instead of using it.
+        """
         blob = self.blobs / sha
-        return blob if blob.is_file() else None
+        if not blob.is_file():
+            return None
+        if file_sha256(blob) == sha:
+            return blob
+        blob.unlink(missing_ok=True)
+        return None
 
-    def _tree(self, key: str, build: Callable[[Path], Path]) -> Path:
-        """``trees/<key>``, made by ``build(tmp)`` if missing; never partial.
+    def _cached_tree(self, key: str) -> Path | None:
+        """``trees/<key>`` if it is there and still matches its recorded tree hash, else None.
 
-        ``build`` fills a fresh temporary directory and returns the directory
-        inside it to keep; that one is renamed into place, the rest removed,
-        also when ``build`` fails.
+        A tree that does not match, or has no record (a crash, or an older
+        kernbuild, made it), is removed: the caller builds it again.
         """
         final = self.trees / key
-        if final.is_dir():
+        if not final.is_dir():
+            return None
+        recorded = self._recorded_tree_hash(key)
+        if recorded and tree_hash(final) == recorded:
             return final
+        self._discard_tree(final)
+        return None
+
+    def _recorded_tree_hash(self, key: str) -> str | None:
+        try:
+            return (self.tree_hashes / key).read_text().strip() or None
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def _discard_tree(self, final: Path) -> None:
+        # Renamed away first, so that no reader sees a half-deleted tree under its name.
+        doomed = final.with_name(f".tmp-discard-{final.name[:16]}-{os.getpid()}")
+        try:
+            os.rename(final, doomed)
+        except FileNotFoundError:
+            return  # another process discarded it first
+        remove_tree(doomed)
+
+    def _tree(self, key: str, build: Callable[[Path], Path]) -> Path:
+        """``trees/<key>``, made by ``build(tmp)`` if missing or damaged; never partial.
+
+        ``build`` fills a fresh temporary directory and returns the directory
+        inside it to keep; its tree hash is recorded, then it is renamed into
+        place and the rest removed, also when ``build`` fails.
+        """
+        final = self._cached_tree(key)
+        if final is not None:
+            return final
+        final = self.trees / key
         self.trees.mkdir(parents=True, exist_ok=True)
+        _sweep(self.trees)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key[:16]}-", dir=self.trees))
         try:
             content = build(tmp)
+            # Recorded before the rename: a tree under its final name always has a record.
+            # A concurrent builder of the same key writes the same hash.
+            atomic_write(self.tree_hashes / key, tree_hash(content) + "\n")
             try:
                 os.rename(content, final)
             except OSError:
@@ -265,29 +338,42 @@ class SourceCache:
 
         The file is written to a temporary name beside the blob and renamed only
         once verified, so the cache never holds an unverified or partial file.
+        Transient failures are retried within ``self.limits``; so is a wrong
+        sha256, ``limits.mismatch_retries`` times (a mirror mid-sync serves the
+        old file for a while), except from a local source mirror.
+
+        Raises:
+            NotFound: HTTP 404.
+            Unreachable: the network failed, after the retries; the URL and why.
+            KernError: the file's sha256 is not ``expected``, with both sums.
         """
         self.blobs.mkdir(parents=True, exist_ok=True)
+        _sweep(self.blobs)
         fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=self.blobs)
         tmp = Path(tmp_name)
+        mismatches = 0
         try:
-            digest = hashlib.sha256()
-            with os.fdopen(fd, "wb") as out, self._open(url, recipe) as response:
-                total = content_length(response)
-                done = 0
-                self._report(label, done, total)
-                try:
-                    while chunk := response.read(_CHUNK):
-                        out.write(chunk)
-                        digest.update(chunk)
-                        done += len(chunk)
-                        self._report(label, done, total)
-                except (OSError, http.client.HTTPException) as exc:
-                    raise Unreachable(f"download of {url} failed: {reason(exc, self.timeout)}",
-                                      "try again; check the network connection") from None
-            actual = digest.hexdigest()
+            with os.fdopen(fd, "wb") as out:
+                def attempt(number: int) -> str:
+                    nonlocal mismatches
+                    out.seek(0)
+                    out.truncate()  # a retry starts over: nothing of a failed try is kept
+                    with self._open(url, recipe) as response:
+                        actual = stream(response, url, out, self.limits,
+                                        lambda done, total: self._report(label, done, total),
+                                        hint=network_hint(recipe))
+                    if actual != expected and not url.startswith("file:") \
+                            and mismatches < self.limits.mismatch_retries \
+                            and number < self.limits.attempts:
+                        mismatches += 1
+                        raise Unreachable(f"sha256 mismatch for {url}", transient=True)
+                    return actual
+
+                actual = retrying(self.limits, attempt)
             if actual != expected:
+                tried = f" (fetched {mismatches + 1} times)" if mismatches else ""
                 raise KernError(
-                    f"sha256 mismatch for {url}\n"
+                    f"sha256 mismatch for {url}{tried}\n"
                     f"  expected: {expected} (from {expected_from})\n"
                     f"  actual:   {actual}" + (f"\n  note: {note}" if note else "")
                     + "\n  the download was deleted", hint)
@@ -299,8 +385,31 @@ class SourceCache:
             tmp.unlink(missing_ok=True)
             raise
 
+    def _read(self, url: str, recipe: Recipe, max_bytes: int | None = None) -> bytes:
+        """The body of ``url`` (an index, an API answer), retried like a download.
+
+        At most ``max_bytes`` (default ``limits.max_document``) are held in memory.
+        """
+        def attempt(number: int) -> bytes:
+            buffer = io.BytesIO()
+            with self._open(url, recipe) as response:
+                stream(response, url, buffer, self.limits, lambda done, total: None,
+                       max_bytes=max_bytes or self.limits.max_document,
+                       hint=network_hint(recipe))
+            return buffer.getvalue()
+
+        return retrying(self.limits, attempt)
+
+    def _head(self, url: str, recipe: Recipe) -> None:
+        """Whether the network has ``url`` (an HTTP HEAD), retried like a download.
+
+        Raises:
+            NotFound, Unreachable: as :meth:`_open`.
+        """
+        retrying(self.limits, lambda number: self._open(url, recipe, method="HEAD").close())
+
     def _open(self, url: str, recipe: Recipe, method: str = "GET") -> http.client.HTTPResponse:
-        """Open ``url`` for reading: the only place that touches the network.
+        """Open ``url`` for reading, once: the only place that touches the network.
 
         Raises:
             NotFound: HTTP 404 (callers turn it into a message of their own).
@@ -311,6 +420,24 @@ class SourceCache:
     def _report(self, label: str, done: int, total: int | None) -> None:
         if self.progress is not None:
             self.progress(label, done, total)
+
+
+def _sweep(directory: Path) -> None:
+    """Remove the ``.tmp-*`` leftovers of dead processes from ``directory``.
+
+    Only those untouched for :data:`STALE_TEMPORARY` seconds: a younger one may
+    belong to a live process writing it now.
+    """
+    cutoff = time.time() - STALE_TEMPORARY
+    for entry in directory.glob(".tmp-*"):
+        try:
+            if entry.lstat().st_mtime < cutoff:
+                if entry.is_dir() and not entry.is_symlink():
+                    remove_tree(entry)
+                else:
+                    entry.unlink()
+        except OSError:
+            pass  # gone meanwhile, or not ours to remove: lookups never see it anyway
 
 
 def _apply_subdir(recipe: Recipe, tree: Path) -> Path:

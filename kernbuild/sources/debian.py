@@ -55,8 +55,8 @@ class Debian(SourceKind):
             raise KernError(f"{recipe.path}: a debian source needs 'version'",
                             "the Debian source version, such as version: 8.4+ds-1")
         sha = pinned_sha256(recipe)
-        if cache._cached_blob(sha) is None and (cache.trees / sha).is_dir():
-            return sha, cache.trees / sha, ()  # fetched through the signed index before
+        if cache._cached_blob(sha) is None and (tree := cache._cached_tree(sha)):
+            return sha, tree, ()  # fetched through the signed index before
         dsc_name = _dsc_name(recipe)
         try:
             dsc = cache._cached_blob(sha) or self._download_pool(
@@ -109,8 +109,7 @@ class Debian(SourceKind):
         suite, src, version = self._suite(recipe), recipe.source.ref, recipe.source.version
         url = f"{cache.mirror}/dists/{suite}/InRelease"
         try:
-            with cache._open(url, recipe) as response:
-                signed = response.read(_MAX_INDEX)
+            signed = cache._read(url, recipe, _MAX_INDEX)
         except Unreachable as exc:
             raise KernError(f"{missing.message}; nor can its suite's signed index be read: "
                             f"{exc.message}", missing.hint) from None
@@ -176,7 +175,7 @@ class Debian(SourceKind):
         """The URL the mirror's pool has ``name`` of the recipe's source package at."""
         for url in self._pool_urls(recipe, name):
             try:
-                self.cache._open(url, recipe, method="HEAD").close()
+                self.cache._head(url, recipe)
                 return url
             except NotFound:
                 continue

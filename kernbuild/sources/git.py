@@ -30,15 +30,15 @@ class Git(SourceKind):
         return recipe.source.sha256 or commit
 
     def cached_tree(self, recipe: Recipe) -> Path | None:
-        tree = self.cache.trees / _pinned_commit(recipe)
-        return tree if tree.is_dir() else None
+        return self.cache._cached_tree(_pinned_commit(recipe))
 
     def mirror_names(self, recipe: Recipe) -> list[str]:
         return _tarball_names(recipe, _pinned_commit(recipe))
 
     def probe(self, recipe: Recipe) -> str:
         ref = recipe.source.ref
-        self._git(recipe, ["git", "ls-remote", "--exit-code", "--", ref, "HEAD"],
+        self._git(recipe, ["git", *_stall_options(self.cache.limits.timeout), "ls-remote",
+                           "--exit-code", "--", ref, "HEAD"],
                   f"cannot reach {ref}", "", timeout=self.cache.timeout)
         return ref
 
@@ -59,9 +59,11 @@ class Git(SourceKind):
             work = tmp / "src"
             # "--" keeps a repository URL that starts with "-" from being read as an option.
             try:
-                self._git(recipe, ["git", "clone", "--quiet", "--no-checkout", "--", repo,
-                                   str(work)], f"cannot clone {repo}",
-                          f"check 'git' in {recipe.path}; the repository must be reachable")
+                self._git(recipe, ["git", *_stall_options(cache.limits.timeout), "clone",
+                                   "--quiet", "--no-checkout", "--", repo, str(work)],
+                          f"cannot clone {repo}",
+                          f"check 'git' in {recipe.path}; the repository must be reachable",
+                          timeout=cache.limits.deadline)
             except KernError as exc:
                 version = recipe.version
                 raise cache._missing_everywhere(
@@ -78,7 +80,8 @@ class Git(SourceKind):
             return work
 
         tree = cache._tree(commit, checkout)
-        return tree_hash(tree), tree, ()
+        # _tree verified the tree against this record, or has just recorded it.
+        return cache._recorded_tree_hash(commit) or tree_hash(tree), tree, ()
 
     def _git(self, recipe: Recipe, args: list[str], message: str, hint: str,
              cwd: Path | None = None, timeout: float | None = None) -> None:
@@ -95,6 +98,12 @@ class Git(SourceKind):
         if result.returncode != 0:
             detail = (result.stderr.strip().splitlines() or ["git failed"])[-1]
             raise KernError(f"{message}: {detail}", hint)
+
+
+def _stall_options(timeout: float) -> list[str]:
+    """git's own stall detection over HTTP(S): abort below 1 kB/s for ``timeout`` seconds,
+    as downloads stall out (the subprocess timeout bounds the whole clone)."""
+    return ["-c", "http.lowSpeedLimit=1000", "-c", f"http.lowSpeedTime={max(1, round(timeout))}"]
 
 
 def _pinned_commit(recipe: Recipe) -> str:

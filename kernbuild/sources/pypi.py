@@ -3,7 +3,6 @@ API and verified against the recipe's ``sha256``."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import urllib.parse
 
@@ -47,12 +46,11 @@ class PyPI(SourceKind):
         # in front of PyPI serve only the former.
         url = f"{self.cache.pypi}/pypi/{urllib.parse.quote(project)}/json"
         try:
-            with self.cache._open(url, recipe) as response:
-                data = json.loads(response.read())
+            data = json.loads(self.cache._read(url, recipe))
         except NotFound:
             raise KernError(f"PyPI has no project {project!r} ({url})",
                             f"check 'source: pypi:' in {recipe.path}") from None
-        except (OSError, http.client.HTTPException, ValueError) as exc:
+        except ValueError as exc:  # not JSON (a captive portal, a broken proxy)
             raise KernError(f"cannot read PyPI's answer for {project} from {url}: "
                             f"{exc}", "try again later; is PyPI reachable?") from None
         releases = data.get("releases") if isinstance(data, dict) else None

@@ -21,7 +21,7 @@ class Url(SourceKind):
         return [url_name(recipe.source.ref)]
 
     def probe(self, recipe: Recipe) -> str:
-        self.cache._open(recipe.source.ref, recipe, method="HEAD").close()
+        self.cache._head(recipe.source.ref, recipe)
         return recipe.source.ref
 
     def fetch(self, recipe: Recipe) -> Fetched:

@@ -10,66 +10,54 @@ hence :func:`tar_read` and :data:`MAX_TEXT` here, beside the download.
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import io
 import tarfile
-import urllib.error
-import urllib.request
 from typing import IO
 
-from kernbuild.errors import KernError
-from kernbuild.sources import USER_AGENT
+from kernbuild.sources.http import (
+    NetLimits, NotFound, open_once, retrying, stream,
+)
 
-_CHUNK = 1 << 18
 MAX_TEXT = 1 << 20  # bytes read of any one metadata file of a downloaded archive
+_HINT = "check the network connection (proxies are read from http_proxy/https_proxy)"
 
-
-class NotFound(KernError):
-    """HTTP 404 (or a missing file:// path): callers say what is missing."""
+__all__ = ["MAX_TEXT", "NotFound", "Web", "tar_read"]
 
 
 class Web:
-    """HTTP GETs with kernbuild's User-Agent: the only place here that touches the network."""
+    """HTTP GETs with kernbuild's User-Agent: the only place here that touches the network.
 
-    def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
+    Opening, reading and retrying are :mod:`kernbuild.sources.http`'s, with its
+    limits: a stall, a reset or a 5xx is retried, a body is bounded (in memory
+    by ``max_document``, on disk by ``max_bytes``).
+    """
 
-    def _open(self, url: str) -> http.client.HTTPResponse:
-        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-        hint = "check the network connection (proxies are read from http_proxy/https_proxy)"
-        try:
-            return urllib.request.urlopen(request, timeout=self.timeout)
-        except urllib.error.HTTPError as exc:
-            exc.close()
-            if exc.code == 404:
-                raise NotFound(f"not found (HTTP 404): {url}") from None
-            raise KernError(f"cannot download {url}: HTTP {exc.code} {exc.reason}",
-                            hint) from None
-        except urllib.error.URLError as exc:
-            if isinstance(exc.reason, FileNotFoundError):
-                raise NotFound(f"not found: {url}") from None
-            raise KernError(f"cannot download {url}: {exc.reason}", hint) from None
-        except (OSError, http.client.HTTPException, ValueError) as exc:
-            raise KernError(f"cannot download {url}: {exc}", hint) from None
+    def __init__(self, timeout: float, limits: NetLimits | None = None) -> None:
+        self.limits = limits or NetLimits(timeout=timeout)
+        self.timeout = self.limits.timeout
 
     def read(self, url: str) -> bytes:
-        out = io.BytesIO()
-        self.download(url, out)
-        return out.getvalue()
+        """The body of ``url``, at most ``limits.max_document`` bytes of it."""
+        def attempt(number: int) -> bytes:
+            out = io.BytesIO()
+            self._stream(url, out, self.limits.max_document)
+            return out.getvalue()
+
+        return retrying(self.limits, attempt)
 
     def download(self, url: str, out: IO[bytes]) -> str:
-        """Stream ``url`` into ``out``; its sha256, as hex."""
-        digest = hashlib.sha256()
-        with self._open(url) as response:
-            try:
-                while chunk := response.read(_CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
-            except (OSError, http.client.HTTPException) as exc:
-                raise KernError(f"download of {url} failed: {exc}",
-                                "try again; check the network connection") from None
-        return digest.hexdigest()
+        """Stream ``url`` into ``out`` (a seekable file: a retry starts it over); its sha256."""
+        def attempt(number: int) -> str:
+            out.seek(0)
+            out.truncate()
+            return self._stream(url, out, self.limits.max_bytes)
+
+        return retrying(self.limits, attempt)
+
+    def _stream(self, url: str, out: IO[bytes], max_bytes: int) -> str:
+        with open_once(url, "GET", self.timeout, hint=_HINT) as response:
+            return stream(response, url, out, self.limits, lambda done, total: None,
+                          max_bytes=max_bytes, hint=_HINT)
 
 
 def tar_read(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
