@@ -120,3 +120,4 @@ import kernbuild.cli.recipes  # noqa: E402,F401,I001
 import kernbuild.cli.build  # noqa: E402,F401
 import kernbuild.cli.test  # noqa: E402,F401
 import kernbuild.cli.host  # noqa: E402,F401
+import kernbuild.cli.release  # noqa: E402,F401

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # specific name decides (kernbuild.recipe.new is a service inside the model's package).
 LAYERS: dict[str, tuple[str, ...]] = {
     "model": ("kernbuild", "kernbuild.errors", "kernbuild.results", "kernbuild.cuda",
-              "kernbuild.fsutil", "kernbuild.workspace", "kernbuild.recipe"),
+              "kernbuild.fsutil", "kernbuild.locks", "kernbuild.limits", "kernbuild.workspace",
+              "kernbuild.recipe"),
     "render": ("kernbuild.debian", "kernbuild.images", "kernbuild.images.plan",
                "kernbuild.images.writers"),
     "effects": ("kernbuild.runtime", "kernbuild.engine", "kernbuild.sources", "kernbuild.repo",
@@ -26,7 +27,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
                 "kernbuild.images.singularity", "kernbuild.images.sif",
                 "kernbuild.images.cvmfs", "kernbuild.images.gpu"),
     "services": ("kernbuild.images.build", "kernbuild.matrix", "kernbuild.smoke",
-                 "kernbuild.catalogue", "kernbuild.doctor", "kernbuild.recipe.new"),
+                 "kernbuild.catalogue", "kernbuild.doctor", "kernbuild.recipe.new",
+                 "kernbuild.upstream"),
     "cli": ("kernbuild.cli",),
 }
 ORDER = list(LAYERS)

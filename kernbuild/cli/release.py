@@ -1,0 +1,86 @@
+"""``kernbuild outdated | bump``: what upstream has released since, and moving a recipe to it.
+
+The six-monthly release opens with ``kernbuild outdated``; each ``kernbuild bump``
+then changes one recipe file, which review and ``kernbuild package`` take from there.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from kernbuild.cli import JSON, RECIPE, _print_json, _recipe_names, _suite, app, err, out
+from kernbuild.sources import DEFAULT_PYPI
+from kernbuild.upstream import NOT_TRACKED, OUTDATED, UNKNOWN, UP_TO_DATE
+
+STATUS_STYLE = {UP_TO_DATE: "green", OUTDATED: "bold yellow", UNKNOWN: "red",
+                NOT_TRACKED: "dim"}
+
+PYPI = typer.Option(DEFAULT_PYPI, "--pypi", envvar="KERNBUILD_PYPI", metavar="URL",
+                    help="PyPI's base URL, or a mirror's that serves its JSON API.")
+
+
+@app.command()
+def outdated(ctx: typer.Context,
+             names: list[str] = typer.Argument(None, autocompletion=_recipe_names,
+                                               help="Only these recipes [default: all]."),
+             pypi: str = PYPI, as_json: bool = JSON) -> None:
+    """Each recipe's version beside upstream's newest: PyPI, Debian's archive, git, mirrors.
+
+    Exit status 0 even when recipes are outdated (as apt list --upgradable); 1 only
+    for a name that is no recipe. A recipe whose upstream cannot be asked is
+    'unknown', with the reason.
+    """
+    from kernbuild.upstream import Upstreams
+    from kernbuild.upstream import outdated as report
+
+    suite = _suite(ctx.obj)
+    started = time.monotonic()
+    with err.status("asking upstreams"):
+        rows = report(Upstreams.for_workspace(ctx.obj, suite, pypi=pypi), suite, names or ())
+    if as_json:
+        _print_json([row.to_json() for row in rows])
+        return
+    table = Table("recipe", "kind", "current", "newest", "status", "reason")
+    for row in rows:
+        style = STATUS_STYLE[row.status]
+        table.add_row(row.name, row.kind, escape(row.current or "-"),
+                      escape(row.newest or "-"), f"[{style}]{row.status}[/]",
+                      escape(row.reason) or "")
+    out.print(table)
+    counts = {status: sum(1 for r in rows if r.status == status) for status in STATUS_STYLE}
+    out.print(f"{len(rows)} recipes: {counts[OUTDATED]} outdated, {counts[UP_TO_DATE]} up to "
+              f"date, {counts[UNKNOWN]} unknown, {counts[NOT_TRACKED]} without an upstream "
+              f"({time.monotonic() - started:.1f} s)", highlight=False)
+
+
+@app.command()
+def bump(ctx: typer.Context, name: str = RECIPE,
+         version: Optional[str] = typer.Argument(None, help="Upstream's version "
+                                                            "[default: its newest final "
+                                                            "release]."),
+         pypi: str = PYPI) -> None:
+    """Move a recipe to an upstream release: its version and verified sha256, in place.
+
+    Only the recipe's version lines (version, the source's sha256, a debian source's
+    version, a git source's commit, and revision) change; comments and layout stay.
+    A new upstream version starts again at revision 1.
+    """
+    from kernbuild.upstream import Upstreams
+    from kernbuild.upstream import bump as move
+
+    suite = _suite(ctx.obj)
+    with err.status(f"bumping {name}"):
+        done = move(Upstreams.for_workspace(ctx.obj, suite, pypi=pypi), suite, name, version)
+    if not done.changed:
+        out.print(f"{done.name}: nothing to do: {done.verified}", highlight=False)
+        return
+    for line in done.diff:
+        out.print(line, markup=False, highlight=False)
+    out.print(f"{done.name}: {done.old} -> {done.new} in {done.path} (verified by "
+              f"{done.verified})", highlight=False)
+    out.print(f"next: kernbuild package {done.name}", highlight=False)
