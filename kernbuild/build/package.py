@@ -12,6 +12,14 @@ from Debian's archive and from kernbuild's own signed repository, then the
 container is cut off the network and dpkg-buildpackage runs offline, then
 lintian. Results are written to the cache atomically and published at once, so
 the next recipe in the order can build-depend on them.
+
+Two commands on one state may want the same recipe at once: each build holds
+the recipe's lock (``build:<recipe>``, :mod:`kernbuild.locks`) from choosing its
+version to publishing it, so the second waits, then finds the first one's
+cache entry (a forced rebuild included: the entry it waited for is newer than
+its request) instead of building it again. A cache entry is only ever renamed
+into place whole, and an entry equal to the one there is not replaced at all,
+so a reader of an entry never sees it vanish.
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ from kernbuild.build.environment import BuildEnvironment
 from kernbuild.engine import APT_UPDATE_RETRIED
 from kernbuild.cuda import driver_packages
 from kernbuild.errors import KernError
+from kernbuild.fsutil import remove_tree
+from kernbuild.locks import StateLocks, process_alive
 from kernbuild.recipe.graph import build_order, dependencies
 from kernbuild.recipe.model import Recipe, Suite
 from kernbuild.recipe.schema import relation_names
@@ -51,6 +61,10 @@ if TYPE_CHECKING:
 BUILD_FORMAT = "1"
 REPO_MOUNT = "/kern-repo"  # where the signed repository is mounted in build containers
 LOG_TAIL = 30
+# Scratch directories in the build cache: .build-<pid>-<recipe>-<random> while a build
+# runs, .old-<pid>-<key> while an entry is replaced. A SIGKILL leaves them behind; the
+# pid says whether their maker is gone.
+_LEFTOVER = re.compile(r"^\.(?:build|old)-(\d+)-")
 
 Report = Callable[[str, str, str], None]  # (recipe, state, detail) for progress displays
 
@@ -81,7 +95,12 @@ class PackageBuilder:
     connect: Callable[[], "docker.DockerClient"]
     jobs: int = 1
     report: Report = lambda recipe, state, detail: None
+    locks: StateLocks | None = None  # default: the workspace's, waiting as it says
     _keys: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.locks is None:
+            self.locks = self.workspace.locks()
 
     # --- keys ---------------------------------------------------------------------
 
@@ -111,6 +130,29 @@ class PackageBuilder:
         debs = tuple(manifest.parent / name for name in names)
         return (version, debs) if all(d.exists() for d in debs) else None
 
+    def _entry_stamp(self, recipe: Recipe) -> tuple[int, int] | None:
+        """Which cache entry of ``recipe`` is there now (its manifest's inode and mtime):
+        a different stamp later means another build replaced it meanwhile."""
+        try:
+            found = (self.workspace.builds / self.key(recipe) / "manifest.json").stat()
+        except OSError:
+            return None
+        return found.st_ino, found.st_mtime_ns
+
+    def remove_leftovers(self) -> list[Path]:
+        """Remove the scratch directories of builds whose process is gone (SIGKILLed)."""
+        removed = []
+        try:
+            entries = list(self.workspace.builds.iterdir())
+        except FileNotFoundError:
+            return removed
+        for entry in entries:
+            match = _LEFTOVER.match(entry.name)
+            if match and not process_alive(int(match.group(1))):
+                remove_tree(entry)
+                removed.append(entry)
+        return removed
+
     def version_for(self, recipe: Recipe) -> str:
         """The version a new build of ``recipe`` gets.
 
@@ -138,15 +180,16 @@ class PackageBuilder:
         results: dict[str, BuildResult] = {}
         published = {(ref.name, ref.version) for ref in self.repo.packages()}
         base_version = {r.name: r.debian_version(self.suite.settings) for r in order}
+        self.remove_leftovers()
 
         def finish(result: BuildResult) -> None:
             results[result.recipe] = result
-            if result.state in ("built", "cached") and result.debs:
-                version = result.version
-                if result.state == "built" or not all(
-                        (deb.name.split("_")[0], version) in published for deb in result.debs):
-                    self.report(result.recipe, "publishing", "")
-                    self.repo.publish(list(result.debs))
+            # A build published its own result; a cached one may not be published yet.
+            if result.state == "cached" and result.debs and not all(
+                    (deb.name.split("_")[0], result.version) in published
+                    for deb in result.debs):
+                self.report(result.recipe, "publishing", "")
+                self.repo.publish(list(result.debs))
             self.report(result.recipe, result.state, result.error or f"{result.seconds:.1f} s")
 
         with ThreadPoolExecutor(max_workers=max(1, self.jobs)) as pool:
@@ -170,10 +213,9 @@ class PackageBuilder:
                         version, debs = cached
                         finish(BuildResult(recipe.name, version, self.key(recipe), "cached", debs))
                         continue
-                    # A forced rebuild keeps its version: it must give the same bytes.
-                    version = cached[0] if cached else self.version_for(recipe)
-                    self.report(recipe.name, "building", version)
-                    running[pool.submit(self._build_or_fail, recipe, version)] = recipe.name
+                    self.report(recipe.name, "building", "")
+                    running[pool.submit(self._build_or_fail, recipe, force,
+                                        self._entry_stamp(recipe))] = recipe.name
                 if not running:
                     continue
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -182,10 +224,27 @@ class PackageBuilder:
                     finish(future.result())
         return [results[r.name] for r in order]
 
-    def _build_or_fail(self, recipe: Recipe, version: str) -> BuildResult:
+    def _build_or_fail(self, recipe: Recipe, force: bool,
+                       seen: tuple[int, int] | None) -> BuildResult:
+        """Build and publish ``recipe`` under its lock, unless, once the lock is ours, the
+        cache has its entry: one that another command made while this one waited (the
+        stamp is no longer ``seen``), or any at all without ``force``."""
         started = time.monotonic()
+        version = recipe.debian_version(self.suite.settings)
         try:
-            debs, lintian = self.build(recipe, version)
+            with self.locks.hold(f"build:{recipe.name}"):
+                cached = self.cached(recipe)
+                if cached is not None and (not force or self._entry_stamp(recipe) != seen):
+                    return BuildResult(recipe.name, cached[0], self.key(recipe), "cached",
+                                       cached[1])
+                # A forced rebuild keeps its version: it must give the same bytes.
+                version = cached[0] if cached else self.version_for(recipe)
+                self.report(recipe.name, "building", version)
+                debs, lintian = self.build(recipe, version)
+                # Published before the lock is let go: the next build of this recipe
+                # chooses its version (+bN) from what the repository holds.
+                self.report(recipe.name, "publishing", "")
+                self.repo.publish(list(debs))
         except KernError as exc:
             return BuildResult(recipe.name, version, self.key(recipe), "failed",
                                seconds=time.monotonic() - started, error=str(exc))
@@ -203,7 +262,8 @@ class PackageBuilder:
         self.report(recipe.name, "building", "fetching the source")
         source = self.sources.fetch(recipe)
         self.workspace.builds.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix=f".{recipe.name}-", dir=self.workspace.builds))
+        scratch = Path(tempfile.mkdtemp(prefix=f".build-{os.getpid()}-{recipe.name}-",
+                                        dir=self.workspace.builds))
         try:
             tree_name = f"{recipe.name}-{recipe.version}"
             tree = scratch / tree_name
@@ -238,20 +298,48 @@ class PackageBuilder:
                 if leftover.suffix in (".buildinfo", ".changes"):
                     leftover.unlink()
             final = self.workspace.builds / key
-            shutil.rmtree(final, ignore_errors=True)  # a stale partial result, never a good one
-            os.replace(scratch, final)  # the cache entry appears whole or not at all
+            self._install_entry(scratch, final)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         return tuple(final / d.name for d in debs), lintian
 
+    @staticmethod
+    def _install_entry(scratch: Path, final: Path) -> None:
+        """Make the finished ``scratch`` the cache entry ``final``, whole, by renames only.
+
+        Called with the recipe's build lock held, so no other build writes ``final``
+        meanwhile. An entry with the same .debs (a forced rebuild is reproducible) is
+        kept as it is: whoever reads it is never disturbed. A different one is moved
+        aside first, then removed."""
+        try:
+            old = json.loads((final / "manifest.json").read_text())["sha256"]
+            new = json.loads((scratch / "manifest.json").read_text())["sha256"]
+        except (OSError, ValueError, KeyError):
+            old, new = None, {}
+        if old == new:
+            # The very same packages are in the cache already: keep them, but mark the
+            # entry as just made, so a forced build that waited for this one sees it.
+            os.utime(final / "manifest.json")
+            return
+        aside = final.with_name(f".old-{os.getpid()}-{final.name}")
+        if final.exists():
+            os.replace(final, aside)
+        try:
+            os.replace(scratch, final)  # the cache entry appears whole or not at all
+        finally:
+            remove_tree(aside)
+
     def _run_container(self, recipe: Recipe, scratch: Path, tree_name: str, log) -> tuple[str, ...]:
         client = self.connect()
         mounts = {str(scratch): {"bind": "/build", "mode": "rw"}}
-        if (self.repo.current / "dists").exists():
+        generation = self.repo.current_generation()
+        if generation is not None:
+            # One generation, not "current": a publish by another command switches
+            # current, and apt must not read a Release of one and Packages of the next.
             mounts[str(self.repo.root.resolve())] = {"bind": REPO_MOUNT, "mode": "ro"}
+            served = f"{REPO_MOUNT}/generations/{generation}"
             (scratch / "kern.list").write_text(self.repo.sources_line(
-                f"file:{REPO_MOUNT}/current", f"{REPO_MOUNT}/current/kern-archive-keyring.gpg")
-                + "\n")
+                f"file:{served}", f"{served}/kern-archive-keyring.gpg") + "\n")
             mounts[str(scratch / "kern.list")] = {
                 "bind": "/etc/apt/sources.list.d/kern.list", "mode": "ro"}
         settings = self.suite.settings
@@ -266,6 +354,7 @@ class PackageBuilder:
         where = f"/build/{tree_name}"
         with DockerSession(client, self.environment.image_id, volumes=mounts,
                            labels={"kernbuild": "build", "kernbuild.recipe": recipe.name},
+                           state=self.workspace.state,
                            environment={"DEBIAN_FRONTEND": "noninteractive"}) as session:
             self.report(recipe.name, "building", "installing build dependencies")
             # A mirror's hiccup ("Some index files failed to download") is not the recipe's

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -15,6 +16,17 @@ from kernbuild.cli import (JSON, RECIPE, _print_json, _recipe_names, _suite, app
                            repo_app)
 from kernbuild.errors import KernError
 from kernbuild.workspace import Workspace
+
+NO_WAIT = typer.Option(False, "--no-wait",
+                       help="Refuse at once, instead of waiting, when another kernbuild "
+                            "command holds what this one needs of the state directory "
+                            "(KERNBUILD_LOCK_WAIT=SECONDS waits at most that long).")
+
+
+def _workspace(ctx: typer.Context, no_wait: bool) -> Workspace:
+    """The command's workspace; with --no-wait, one whose locks refuse instead of waiting."""
+    return replace(ctx.obj, lock_wait=0) if no_wait else ctx.obj
+
 
 STATE_STYLE = {"queued": "dim", "building": "yellow", "publishing": "cyan", "built": "green",
                "cached": "green", "failed": "bold red", "skipped": "red"}
@@ -32,12 +44,13 @@ def package(ctx: typer.Context,
             variant: str = typer.Option(None, "--variant", metavar="NAME",
                                         help="Build the recipes' variant NAME (such as gpu) "
                                              "into its own packages, <package>-NAME."),
+            no_wait: bool = NO_WAIT,
             as_json: bool = JSON) -> None:
     """Build recipes into .debs in clean containers and publish them to the signed repository."""
     from kernbuild.build import open_builder, with_variant
     from kernbuild.recipe.graph import build_order
 
-    ws: Workspace = ctx.obj
+    ws = _workspace(ctx, no_wait)
     suite = _suite(ws)
     suite, names = with_variant(suite, names or suite.names_with_variant(variant), variant)
     order = build_order(suite, names)
@@ -110,6 +123,7 @@ def image(ctx: typer.Context,
           gpu: bool = typer.Option(False, "--gpu",
                                    help="Build GPU images: the gpu variants on the CUDA "
                                         "runtime, named kern/<name>-gpu."),
+          no_wait: bool = NO_WAIT,
           as_json: bool = JSON) -> None:
     """Build images of recipes from the signed repository and smoke-test inside each form.
 
@@ -121,7 +135,7 @@ def image(ctx: typer.Context,
     from kernbuild.images.plan import image_names
     from kernbuild.results import to_json
 
-    ws: Workspace = ctx.obj
+    ws = _workspace(ctx, no_wait)
     for form in formats:
         if form not in FORMATS:
             raise KernError(f"unknown image format {form!r}", f"use one of {', '.join(FORMATS)}")
@@ -166,9 +180,14 @@ def image(ctx: typer.Context,
 @app.command()
 def smoke(ctx: typer.Context, name: str = RECIPE, as_json: bool = JSON) -> None:
     """Install a recipe's packages from the repository in a clean container; run its smoke steps."""
+    from kernbuild import engine
+    from kernbuild.build import claim_containers
     from kernbuild.smoke import smoke_recipe
 
-    results = smoke_recipe(ctx.obj, _suite(ctx.obj), name)
+    suite = _suite(ctx.obj)
+    suite.get(name)  # an unknown recipe is its own error, engine or not
+    claim_containers(ctx.obj, engine.connect(), say=lambda text: err.print(text))
+    results = smoke_recipe(ctx.obj, suite, name)
     if as_json:
         _print_json([{"command": r.command, "exit_code": r.exit_code, "seconds": r.seconds,
                       "output": r.output} for r in results])

@@ -6,6 +6,10 @@ builds the Docker image of its plan, smoke-tests it, and, as asked, makes a SIF
 smoke-tests each in its own root filesystem. Every image is recorded in
 kern.lock (:mod:`kernbuild.lockfile`); the result is one
 :class:`~kernbuild.results.ImageBuild` per image.
+
+Each image is made holding its lock (``image:<tag>``, :mod:`kernbuild.locks`), so
+two commands never build, squash or record one image at once; kern.lock is
+rewritten holding ``lockfile``, so neither loses the other's entry.
 """
 
 from __future__ import annotations
@@ -83,41 +87,46 @@ def build_images(workspace, suite: Suite, names: list[str], *,
     versions = published_versions(builder.repo, suite)
     keyring_sha256 = hashlib.sha256(
         (builder.repo.root / "kern-archive-keyring.gpg").read_bytes()).hexdigest()
-    docker = DockerRunner(lambda: client, labels={"kernbuild": "smoke"})
+    docker = DockerRunner(lambda: client, labels={"kernbuild": "smoke"}, state=workspace.state)
     # made ready once for all the SIFs of this command, not once per image
     apptainer = _apptainer(workspace, suite, builder.repo.key, say) if "sif" in formats else None
+    locks = workspace.locks(say)
     builds = []
     for recipe in recipes:
         plan = (plan_gpu_image if gpu else plan_image)(suite, recipe, env.base)
-        # Suite packages are pinned to the exact build; Debian's (CUDA's) come as apt has them.
-        pins = [" ".join(f"{p}={versions[p]}" if p in suite.maker else p
-                         for p in layer.packages) for layer in plan.layers]
-        entry = lock_entry(suite, builder, plan, versions)
-        labels = {**plan.labels, **build_labels(suite, entry)}
-        report(recipe.name, "image", f"docker build {plan.tag}")
-        with serve_repository(client, builder.repo, env.image) as network:
-            built = build_image(client, plan, pins, keyring_sha256, labels, network,
-                                workspace.images)
-        entry = replace(entry, image=built.id, size=built.size)
-        if plan.cuda:
-            report(recipe.name, "image", "checking for driver libraries")
-            entry = replace(entry, cuda_runtime=refuse_driver_libraries(client, built.tag, plan))
-        report(recipe.name, "image", "smoke tests in the image")
-        result = ImageBuild(entry, smoke=tuple(docker.run(ImageRef(built.tag, built.id), command)
-                                               for command in plan.smoke))
-        if plan.cuda:
-            result = replace(result, gpu_check=check_gpu(client, built.tag))
-        if "sif" in formats:
-            report(recipe.name, "image", "SIF")
-            sif, smoke = make_sif(client, plan, built, output or workspace.images / "sif",
-                                  workspace.images, apptainer)
-            result = replace(result, lock=replace(result.lock, sif=sif), sif_smoke=smoke)
-        if "sandbox" in formats:
-            report(recipe.name, "image", f"sandbox in {cvmfs}")
-            sandbox, smoke = make_sandbox(client, plan, built, cvmfs, workspace.images)
-            result = replace(result, lock=replace(result.lock, sandbox=sandbox),
-                             sandbox_smoke=smoke)
-        record(lockfile_path(workspace.recipes), result.lock)
+        with locks.hold(f"image:{plan.tag}"):
+            # Suite packages are pinned to the exact build; Debian's (CUDA's) come as apt
+            # has them.
+            pins = [" ".join(f"{p}={versions[p]}" if p in suite.maker else p
+                             for p in layer.packages) for layer in plan.layers]
+            entry = lock_entry(suite, builder, plan, versions)
+            labels = {**plan.labels, **build_labels(suite, entry)}
+            report(recipe.name, "image", f"docker build {plan.tag}")
+            with serve_repository(client, builder.repo, env.image) as network:
+                built = build_image(client, plan, pins, keyring_sha256, labels, network,
+                                    workspace.images)
+            entry = replace(entry, image=built.id, size=built.size)
+            if plan.cuda:
+                report(recipe.name, "image", "checking for driver libraries")
+                entry = replace(entry, cuda_runtime=refuse_driver_libraries(client, built.tag,
+                                                                            plan))
+            report(recipe.name, "image", "smoke tests in the image")
+            result = ImageBuild(entry, smoke=tuple(
+                docker.run(ImageRef(built.tag, built.id), command) for command in plan.smoke))
+            if plan.cuda:
+                result = replace(result, gpu_check=check_gpu(client, built.tag))
+            if "sif" in formats:
+                report(recipe.name, "image", "SIF")
+                sif, smoke = make_sif(client, plan, built, output or workspace.images / "sif",
+                                      workspace.images, apptainer)
+                result = replace(result, lock=replace(result.lock, sif=sif), sif_smoke=smoke)
+            if "sandbox" in formats:
+                report(recipe.name, "image", f"sandbox in {cvmfs}")
+                sandbox, smoke = make_sandbox(client, plan, built, cvmfs, workspace.images)
+                result = replace(result, lock=replace(result.lock, sandbox=sandbox),
+                                 sandbox_smoke=smoke)
+            with locks.hold("lockfile"):  # kern.lock holds every image's entry
+                record(lockfile_path(workspace.recipes), result.lock)
         builds.append(result)
     return builds
 

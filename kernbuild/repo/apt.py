@@ -18,7 +18,12 @@ Layout under ``root`` (``Workspace.repo``)::
     generations/<n>/kern-archive-keyring.{gpg,asc}
     current -> generations/<n>                                           what apt reads
     kern-archive-keyring.gpg, kern-archive-keyring.asc                   for signed-by=
-    .lock                                                                held by publish
+
+A publish holds the state's ``repo`` lock (:mod:`kernbuild.locks`): one publisher at a
+time. Readers take no lock: a generation never changes once it is served, so whoever
+resolved ``current`` (a build container mounts that generation, not the link) reads
+one consistent index while the next is published; only the oldest beyond
+``GENERATIONS_KEPT`` are removed.
 
 ``prefix`` is ``source[:4]`` for ``lib*`` sources, else ``source[0]`` (Debian's rule). Pool
 files get the canonical ``<package>_<version without epoch>_<arch>.deb`` name, whatever the
@@ -28,7 +33,6 @@ architecture". ``current/`` is self-contained: serve it, or bind-mount it, on it
 
 from __future__ import annotations
 
-import fcntl
 import filecmp
 import gzip
 import lzma
@@ -45,6 +49,7 @@ from debian.deb822 import Packages
 
 from kernbuild.errors import KernError
 from kernbuild.fsutil import atomic_write
+from kernbuild.locks import StateLocks
 from kernbuild.runtime.tools import require, run_tool
 
 KEYRING_NAME = "kern-archive-keyring"
@@ -174,6 +179,7 @@ class AptRepository:
         label: str = "kernbuild",
         architectures: tuple[str, ...] = ("amd64",),
         component: str = "main",
+        locks: StateLocks | None = None,
     ) -> None:
         for what, value in [("distribution", distribution), ("component", component),
                             *[("architecture", a) for a in architectures]]:
@@ -187,6 +193,8 @@ class AptRepository:
         self.label = label
         self.architectures = tuple(architectures)
         self.component = component
+        # The state's locks; a repository on its own keeps its lock file in its root.
+        self.locks = locks or StateLocks(self.root, directory=self.root)
 
     @property
     def current(self) -> Path:
@@ -240,13 +248,10 @@ class AptRepository:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
+        """The repository to oneself: one publisher at a time."""
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with self.locks.hold("repo"):
+            yield
 
     def _pool_path(self, deb: Path) -> str:
         """The pool-relative ``pool/...`` path where ``deb`` belongs, read from its control."""

@@ -5,17 +5,33 @@ and checks: each command in a new container that is removed afterwards, as
 ``docker run --rm`` would. :class:`DockerSession` keeps one container for a
 sequence of commands (install the packages, then run the steps; or a package
 build's apt-get, dpkg-buildpackage and lintian), each a ``docker exec``.
+
+Every container either starts is labelled as this process's own
+(:func:`container_labels`: the state directory it works for, the pid, the host,
+the start time) and tracked by :data:`GUARD`, which removes it when the process
+ends: on leaving the ``with`` block, at exit, on SIGTERM, SIGINT or SIGHUP. A
+SIGKILL leaves no time for that, so the next command on the same state reaps
+what a dead process left (:func:`reap`), never what a live one still uses.
 """
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import io
+import os
+import signal
+import socket
+import sys
 import tarfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Callable
 
+from kernbuild.errors import KernError
+from kernbuild.locks import process_alive
 from kernbuild.results import StepResult
 from kernbuild.runtime import DEFAULT_TIMEOUT, ImageRef, Runner, RuntimeContext
 
@@ -24,6 +40,167 @@ if TYPE_CHECKING:
 
 SCRATCH = "/scratch"  # where a step's working directory is bound in the container
 
+OWNER = "org.kernbuild.owner"  # a hash of the state directory's real path
+PID = "org.kernbuild.pid"  # the kernbuild process that started the container
+HOST = "org.kernbuild.host"  # where that process runs: a pid means nothing elsewhere
+STARTED = "org.kernbuild.started"  # when it started the container (Unix time)
+
+
+def owner_id(state: Path) -> str:
+    """The owner label of the containers started for the state directory ``state``."""
+    return hashlib.sha256(os.path.realpath(state).encode()).hexdigest()[:16]
+
+
+def container_labels(labels: dict[str, str] | None = None,
+                     state: Path | None = None) -> dict[str, str]:
+    """``labels`` plus the ones that make a container this process's own, for ``state``
+    (default: the state :data:`GUARD` was given by the command)."""
+    owner = owner_id(state) if state is not None else GUARD.owner
+    GUARD.used = True  # a container is about to start: look for it when stopping
+    return {**(labels or {}), PID: str(os.getpid()), HOST: socket.gethostname(),
+            STARTED: f"{time.time():.3f}", **({OWNER: owner} if owner else {})}
+
+
+class ContainerGuard:
+    """The containers this process has running, removed when it ends however it ends
+    (short of SIGKILL). One per process, :data:`GUARD`: signals and exit are a
+    process's, and so is the list of what it started."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._live: dict[str, "docker.models.containers.Container"] = {}
+        self.owner: str | None = None
+        self.stopping = False  # after a signal: no new container may start
+        self.used = False  # whether this process ever labelled a container
+        self._installed = False
+        # Other things this process started (a Slurm job, a server): how to stop each.
+        self._cleanups: dict[object, Callable[[], None]] = {}
+
+    def install(self, state: Path) -> None:
+        """Label this command's containers as ``state``'s, and remove them at exit and on
+        SIGTERM, SIGINT or SIGHUP. Call it from the main thread (signals go there)."""
+        self.owner = owner_id(state)
+        if self._installed or threading.current_thread() is not threading.main_thread():
+            return
+        self._installed = True
+        atexit.register(self.stop_all)
+        for number in self.SIGNALS:
+            if signal.getsignal(number) is not signal.SIG_IGN:  # nohup's SIGHUP stays ignored
+                signal.signal(number, self._on_signal)
+
+    def started(self, container) -> None:
+        """Track ``container``; if this process is already stopping, remove it at once."""
+        with self._lock:
+            stopping = self.stopping
+            if not stopping:
+                self._live[container.id] = container
+        if stopping:
+            _remove(container)
+            raise KernError("kernbuild is stopping: no new container is started")
+
+    def finished(self, container) -> None:
+        with self._lock:
+            self._live.pop(container.id, None)
+
+    def on_stop(self, stop: Callable[[], None]) -> object:
+        """Run ``stop`` when this process ends (as its containers are removed), unless
+        :meth:`forget` is given the handle this returns first: for what is not a
+        container, such as a Slurm job (``scancel``) or a server process."""
+        handle = object()
+        with self._lock:
+            self._cleanups[handle] = stop
+        return handle
+
+    def forget(self, handle: object) -> None:
+        with self._lock:
+            self._cleanups.pop(handle, None)
+
+    def check(self) -> None:
+        """A KernError once a signal has asked this process to stop."""
+        if self.stopping:
+            raise KernError("kernbuild is stopping")
+
+    def stop_all(self) -> list[str]:
+        """Remove every container this process started and has not removed; their ids.
+
+        Besides the tracked ones, any that carries this process's pid and host labels: one
+        whose start was answered just as the signal came was never tracked."""
+        with self._lock:
+            tracked, self._live = dict(self._live), {}
+            cleanups, self._cleanups = list(self._cleanups.values()), {}
+        for stop in cleanups:
+            try:
+                stop()
+            except Exception:  # noqa: BLE001 - one failed cleanup must not stop the others
+                pass
+        removed = [cid for cid, container in tracked.items() if _remove(container)]
+        if not self.used:
+            return removed
+        try:
+            import docker
+
+            client = docker.from_env(timeout=30)  # its own: the main one may be mid-request
+            mine = client.containers.list(all=True, filters={"label": [
+                f"{PID}={os.getpid()}", f"{HOST}={socket.gethostname()}"]})
+        except Exception:  # noqa: BLE001 - no engine left to ask: nothing more to do
+            return removed
+        removed += [c.id for c in mine if c.id not in tracked and _remove(c)]
+        return removed
+
+    def _on_signal(self, number: int, _frame) -> None:
+        if self.stopping:
+            return  # cleaning up already; a second Ctrl-C must not cut that short
+        self.stopping = True
+        removed = self.stop_all()
+        if removed:
+            print(f"kernbuild: {signal.Signals(number).name}: removed {len(removed)} "
+                  f"container{'s' if len(removed) > 1 else ''} it had started", file=sys.stderr,
+                  flush=True)
+        if number == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + number)
+
+
+GUARD = ContainerGuard()
+
+
+def _remove(container) -> bool:
+    """Kill and remove ``container``; False if it was gone already or cannot be removed
+    (removal in progress elsewhere, the engine gone): never an exception, since this runs
+    in cleanups that must go on, and whatever stays is the next run's to reap."""
+    try:
+        container.remove(force=True)
+    except Exception:  # noqa: BLE001 - see above
+        return False
+    return True
+
+
+def reap(client: "docker.DockerClient", state: Path,
+         say: Callable[[str], None] = lambda _: None) -> list[str]:
+    """Remove the containers that kernbuild runs on ``state`` started and did not outlive
+    (they were SIGKILLed); a live run's containers are left alone. Returns their ids."""
+    found = client.containers.list(all=True, filters={"label": [f"{OWNER}={owner_id(state)}"]})
+    host = socket.gethostname()
+    dead = []
+    for container in found:
+        labels = container.labels
+        try:
+            pid, started = int(labels[PID]), float(labels[STARTED])
+        except (KeyError, ValueError):
+            continue  # not one of ours after all
+        if labels.get(HOST) == host and not process_alive(pid, started_before=started):
+            dead.append((container, pid, labels.get("kernbuild", "")))
+    reaped = [(container, pid, kind) for container, pid, kind in dead if _remove(container)]
+    if reaped:
+        kinds = sorted({kind for _, _, kind in reaped})
+        what = (f"{kinds[0]} container" if len(kinds) == 1 and kinds[0] else "container")
+        pids = ", ".join(str(p) for p in sorted({pid for _, pid, _ in reaped}))
+        say(f"reaped {len(reaped)} {what}{'s' if len(reaped) > 1 else ''} left by killed "
+            f"kernbuild runs (pids {pids})")
+    return [container.id for container, _, _ in reaped]
+
 
 class DockerRunner(Runner):
     """The Docker engine: a fresh container per step, its working directory bound at
@@ -31,14 +208,16 @@ class DockerRunner(Runner):
 
     name, form = "docker", "docker"
 
-    def __init__(self, connect, labels: dict[str, str] | None = None) -> None:
+    def __init__(self, connect, labels: dict[str, str] | None = None,
+                 state: Path | None = None) -> None:
         self.connect = connect
         self.labels = labels or {"kernbuild": "matrix"}
+        self.state = state  # whose containers these are (default: the command's state)
         self._gpu_options: dict | None = None
 
     @classmethod
     def from_context(cls, context: RuntimeContext) -> "DockerRunner":
-        return cls(context.connect)
+        return cls(context.connect, state=context.state)
 
     def gpu_options(self, client) -> dict:
         """The engine's way of handing over GPUs, asked once, not before every step."""
@@ -55,9 +234,12 @@ class DockerRunner(Runner):
         where = {"working_dir": SCRATCH,
                  "volumes": {str(cwd): {"bind": SCRATCH, "mode": "rw"}}} if cwd else {
             "working_dir": "/tmp"}
+        GUARD.check()
         container = client.containers.run(
-            image.ref, ["sh", "-c", command], detach=True, labels=self.labels, **where,
+            image.ref, ["sh", "-c", command], detach=True,
+            labels=container_labels(self.labels, self.state), **where,
             **(self.gpu_options(client) if self.gpu else {}))
+        GUARD.started(container)
         timed_out = False
         try:
             try:
@@ -67,26 +249,36 @@ class DockerRunner(Runner):
                 container.kill()
             output = container.logs().decode("utf-8", "replace")
         finally:
-            container.remove(force=True)
+            _remove(container)
+            GUARD.finished(container)
+        GUARD.check()  # a step cut short by a signal is no result
         return StepResult(command, code, output, time.monotonic() - started, timed_out)
 
 
 class DockerSession:
     """One running container of ``image`` for a sequence of :meth:`exec` calls; removed
     on leaving the ``with`` block. ``options`` go to ``containers.run`` (volumes,
-    environment, labels)."""
+    environment); ``labels`` join this process's own (:func:`container_labels`) for
+    ``state`` (default: the command's)."""
 
-    def __init__(self, client: "docker.DockerClient", image: str, **options) -> None:
+    def __init__(self, client: "docker.DockerClient", image: str, *,
+                 labels: dict[str, str] | None = None, state: Path | None = None,
+                 **options) -> None:
         self.client, self.image, self.options = client, image, options
+        self.labels, self.state = labels, state
         self.container = None
 
     def __enter__(self) -> "DockerSession":
-        self.container = self.client.containers.run(self.image, ["sleep", "infinity"],
-                                                    detach=True, **self.options)
+        GUARD.check()
+        self.container = self.client.containers.run(
+            self.image, ["sleep", "infinity"], detach=True,
+            labels=container_labels(self.labels, self.state), **self.options)
+        GUARD.started(self.container)
         return self
 
     def __exit__(self, *_) -> None:
-        self.container.remove(force=True)
+        _remove(self.container)
+        GUARD.finished(self.container)
 
     def put_files(self, files: dict[str, bytes]) -> None:
         """Write ``files`` (absolute path -> content, mode 0644) into the container."""
@@ -109,6 +301,7 @@ class DockerSession:
                 log.write(text)
         if log is not None:
             log.flush()
+        GUARD.check()  # the container was removed under the command: not its exit status
         code = api.exec_inspect(exec_id)["ExitCode"]
         return StepResult(label or " ".join(command), code, "".join(chunks),
                           time.monotonic() - started)
