@@ -12,7 +12,7 @@ from rich.live import Live
 from rich.table import Table
 
 from kernbuild.cli import JSON, _print_json, _suite, app, err, out
-from kernbuild.runtime import RUNNERS
+from kernbuild.runtime import RUNNERS, engine_and_runner
 from kernbuild.workspace import Workspace
 
 CELL_STYLE = {"pass": "green", "fail": "bold red", "skip": "dim", "running": "yellow",
@@ -72,20 +72,23 @@ def matrix_test(ctx: typer.Context,
                     live_rows[key] = (item.status, detail + (" (resumed)" if item.resumed else ""))
                 live.update(table())
 
-        results = run_matrix(ws, suite, pipelines=pipeline or None, images=image_name or None,
+        run = run_matrix(ws, suite, pipelines=pipeline or None, images=image_name or None,
                              targets=target or None, jobs=jobs, resume=resume,
                              executor=executor, slurm_args=shlex.split(slurm_args),
                              gpu=gpu, report=report,
                              say=lambda text: live.console.print(text, markup=False,
                                                                  highlight=False))
+    results = run.cells
     if junit:
         write_junit(results, junit)
     if html_dir:
-        index = write_html(results, html_dir)
+        index = write_html(run, html_dir)
         err.print(f"report: {index}", markup=False, highlight=False)
     if as_json:
         _print_json([{"pipeline": r.pipeline, "image": r.image, "form": r.form,
-                      "target": r.target, "status": r.status, "reason": r.reason,
+                      "target": r.target, **dict(zip(("engine", "runner"),
+                                                     engine_and_runner(r.target))),
+                      "status": r.status, "reason": r.reason,
                       "seconds": round(r.seconds, 3), "resumed": r.resumed, "key": r.key,
                       "steps": to_json(r.steps)} for r in results])
     else:

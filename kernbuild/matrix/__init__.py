@@ -1,10 +1,14 @@
 """The matrix tester: every pipeline's smoke workflow in every image form on every target.
 
-A cell is (pipeline, image, form, target). Its workflow runs step by step in a
-scratch directory of its own: the data steps make the tiny input, the workflow
-steps run the tools, the assert steps check the result. The first failing step
-ends the cell; a step past its timeout is killed and the cell fails with that
-reason while the other cells go on. Results go to SQLite as cells finish.
+A cell is (pipeline, image, form, target, runner); a target names its container
+runtime and its runner together (``docker``: kernbuild's step runner in Docker;
+``toil-apptainer``: Toil with Apptainer). A pipeline of steps runs step by step
+in a scratch directory of its own: the data steps make the tiny input, the
+workflow steps run the tools, the assert steps check the result. The first
+failing step ends the cell; a step past its timeout is killed and the cell fails
+with that reason while the other cells go on. A CWL pipeline's workflow runs
+whole, by cwltool or Toil, and its outputs and the runner's job logs are kept
+under ``state/matrix/cells/<key>``. Results go to SQLite as cells finish.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from kernbuild.errors import KernError
 from kernbuild.images.plan import GPU_CHECK, GPU_VARIANT
 from kernbuild.matrix.state import CellResult, MatrixState
 from kernbuild.recipe.model import Recipe, Suite
-from kernbuild.results import ImageBuild, StepResult
+from kernbuild.results import ImageBuild, LockEntry, StepResult
 from kernbuild.runtime import RUNNERS, ImageRef, Runner, RuntimeContext, make_runner
 
 #: The matrix's targets: every runner of the runtime layer, in the grid's order.
@@ -42,10 +46,11 @@ class Cell:
     digest: str  # the image's identity: Docker image id or SIF sha256
 
     tag: str = ""  # the image's name, kern/<recipe>:1
+    components: tuple[str, ...] = ()  # Debian's areas beyond main its packages need
 
     @property
     def image_ref(self) -> ImageRef:
-        return ImageRef(self.ref, self.digest, self.tag)
+        return ImageRef(self.ref, self.digest, self.tag, self.components)
 
     @property
     def gpu(self) -> bool:
@@ -81,8 +86,25 @@ def workflow_digest(recipe: Recipe) -> str:
         tree_hash(shared) if shared.is_dir() else "")
 
 
-def run_cell(cell: Cell, scratch_root: Path) -> CellResult:
-    """Run one cell's workflow in a fresh scratch directory."""
+@dataclass(frozen=True)
+class MatrixRun:
+    """What :func:`run_matrix` did: each cell's result, the images the cells ran in
+    (their lock entries: packages and versions, image id, SIF sha256), and where each
+    CWL cell's outputs are kept (``kept / key``)."""
+
+    cells: list[CellResult]
+    images: list[LockEntry]
+    kept: Path
+
+
+def kept_dir(state: Path) -> Path:
+    """Where the matrix keeps each CWL cell's outputs and job logs, by cell key."""
+    return state / "matrix" / "cells"
+
+
+def run_cell(cell: Cell, scratch_root: Path, keep: Path | None = None) -> CellResult:
+    """Run one cell's workflow in a fresh scratch directory; a CWL workflow's outputs
+    and its runner's job logs are then moved to ``keep`` (replacing what was there)."""
     reason = cell.target.unavailable()
     if reason:
         return cell.result("skip", reason)
@@ -110,6 +132,8 @@ def run_cell(cell: Cell, scratch_root: Path) -> CellResult:
                                               recipes / cwl.job, scratch,
                                               CWL_TIMEOUT).named("cwl", cell.target.name)
             steps.append(record)
+            if keep is not None:
+                _keep_outputs(scratch, keep)
             if record.timed_out:
                 return cell.result("fail", f"the workflow timed out after {CWL_TIMEOUT} s",
                                    time.monotonic() - started, steps)
@@ -134,6 +158,18 @@ def run_cell(cell: Cell, scratch_root: Path) -> CellResult:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _keep_outputs(scratch: Path, keep: Path) -> None:
+    """Move a CWL cell's outputs and job logs out of its scratch directory to ``keep``."""
+    from kernbuild.fsutil import remove_tree
+    from kernbuild.runtime.cwl import KEPT_LOGS, KEPT_OUTPUTS
+
+    remove_tree(keep)
+    keep.mkdir(parents=True)
+    for name in (KEPT_OUTPUTS, KEPT_LOGS):
+        if (scratch / name).is_dir():
+            shutil.move(scratch / name, keep / name)
+
+
 def all_targets(workspace, suite: Suite) -> list[Runner]:
     """Every target, in the order the grid shows them."""
     context = RuntimeContext.for_workspace(workspace, suite.settings)
@@ -145,7 +181,7 @@ def run_matrix(workspace, suite: Suite, *, pipelines: list[str] | None = None,
                jobs: int = 1, resume: bool = False, executor: str = "local",
                slurm_args: list[str] | None = None, gpu: bool = False,
                report: Callable[[CellResult | Cell, str], None] = lambda *_: None,
-               say=lambda _: None) -> list[CellResult]:
+               say=lambda _: None) -> MatrixRun:
     """Plan the matrix, make its images, run its cells ``jobs`` at a time, here
     (``executor="local"``) or each as a Slurm job (``"slurm"``).
 
@@ -180,6 +216,8 @@ def run_matrix(workspace, suite: Suite, *, pipelines: list[str] | None = None,
                             "start a cluster (bash ci/setup-slurm.sh) or use --executor local")
     wanted_targets = [t for t in all_targets(workspace, suite)
                       if not targets or t.name in targets]
+    if slurm is not None:  # a runner that schedules its own jobs (Toil) does so on Slurm
+        wanted_targets = [t.on_slurm(slurm_args or []) or t for t in wanted_targets]
     image_names = sorted({i for r in chosen for i in r.pipeline.images
                           if not images or i in images})
     gpu_names = [i for i in image_names if GPU_VARIANT in suite.get(i).variants] if gpu else []
@@ -193,78 +231,87 @@ def run_matrix(workspace, suite: Suite, *, pipelines: list[str] | None = None,
     say(f"images: {', '.join(image_names + [f'{i}-{GPU_VARIANT}' for i in gpu_names])} "
         f"as {' and '.join(forms)}")
 
-    def report_image(recipe, state, detail):
-        if state == "image":
-            say(f"{recipe}: {detail}")
+    # One matrix run per state at a time: its results database, scratch and kept
+    # outputs are shared (the lock order: matrix, then image:<tag>, build:..., repo).
+    with workspace.locks(say).hold("matrix"):
+        def report_image(recipe, state, detail):
+            if state == "image":
+                say(f"{recipe}: {detail}")
 
-    builds = {b.lock.recipe: b for b in build_images(
-        workspace, suite, image_names, formats=forms, say=say, report=report_image)}
-    gpu_builds = {name: b for name, b in zip(gpu_names, build_images(
-        workspace, suite, gpu_names, formats=forms, gpu=True, say=say,
-        report=report_image) if gpu_names else [])}
+        builds = {b.lock.recipe: b for b in build_images(
+            workspace, suite, image_names, formats=forms, say=say, report=report_image)}
+        gpu_builds = {name: b for name, b in zip(gpu_names, build_images(
+            workspace, suite, gpu_names, formats=forms, gpu=True, say=say,
+            report=report_image) if gpu_names else [])}
 
-    from kernbuild.build import open_repository
+        from kernbuild.build import open_repository
 
-    key = open_repository(workspace, suite).key
-    for target in wanted_targets:  # SIFs run only with the suite's signature on them
-        if not target.unavailable():
-            target.trust(key)
-    cells = []
-    for recipe in chosen:
-        for image in recipe.pipeline.images:
-            if image not in builds:
+        key = open_repository(workspace, suite).key
+        for target in wanted_targets:  # SIFs run only with the suite's signature on them
+            if not target.unavailable():
+                target.trust(key)
+        cells = []
+        for recipe in chosen:
+            for image in recipe.pipeline.images:
+                if image not in builds:
+                    continue
+                images_ = [(builds[image], wanted_targets)]
+                if image in gpu_builds:
+                    images_.append((gpu_builds[image], [t.with_gpu() for t in wanted_targets]))
+                kind = "cwl" if recipe.pipeline.cwl else "steps"
+                for build, targets_ in images_:
+                    components = suite.components(suite.get(image))
+                    cells += [Cell(recipe, build.lock.recipe, target.form, target,
+                                   *_image_of(build, target.form), build.lock.tag, components)
+                              for target in targets_ if target.workflows == kind]
+        state = MatrixState(workspace.state / "matrix" / "results.sqlite")
+        scratch = workspace.state / "matrix" / "scratch"
+        # What each target prepares once per image (a SIF unpacked, an image loaded into
+        # udocker, a chroot made), done before any cell runs, so no cell waits on another.
+        # An image that cannot be made ready (a SIF whose signature does not verify, an
+        # image udocker cannot load) fails its cells with the reason; the others go on.
+        prepared: dict[tuple[str, str], str] = {}  # (target, digest) -> "" or why not
+        for cell in cells:
+            if (cell.target.name, cell.digest) in prepared or cell.target.unavailable() \
+                    or (resume and state.passed(cell.key)):
                 continue
-            images_ = [(builds[image], wanted_targets)]
-            if image in gpu_builds:
-                images_.append((gpu_builds[image], [t.with_gpu() for t in wanted_targets]))
-            kind = "cwl" if recipe.pipeline.cwl else "steps"
-            for build, targets_ in images_:
-                cells += [Cell(recipe, build.lock.recipe, target.form, target,
-                               *_image_of(build, target.form), build.lock.tag)
-                          for target in targets_ if target.workflows == kind]
-    state = MatrixState(workspace.state / "matrix" / "results.sqlite")
-    scratch = workspace.state / "matrix" / "scratch"
-    # What each target prepares once per image (a SIF unpacked, an image loaded into
-    # udocker, a chroot made), done before any cell runs, so no cell waits on another.
-    # An image that cannot be made ready (a SIF whose signature does not verify, an
-    # image udocker cannot load) fails its cells with the reason; the others go on.
-    prepared: dict[tuple[str, str], str] = {}  # (target, digest) -> "" or why not
-    for cell in cells:
-        if (cell.target.name, cell.digest) in prepared or cell.target.unavailable() \
-                or (resume and state.passed(cell.key)):
-            continue
-        say(f"{cell.target.name}: preparing {cell.image} ({cell.form})")
-        try:
-            cell.target.prepare(cell.image_ref)
-            prepared[cell.target.name, cell.digest] = ""
-        except KernError as exc:
-            say(f"{cell.target.name}: cannot prepare {cell.image}: {exc.message}")
-            prepared[cell.target.name, cell.digest] = exc.message
+            say(f"{cell.target.name}: preparing {cell.image} ({cell.form})")
+            try:
+                cell.target.prepare(cell.image_ref)
+                prepared[cell.target.name, cell.digest] = ""
+            except KernError as exc:
+                say(f"{cell.target.name}: cannot prepare {cell.image}: {exc.message}")
+                prepared[cell.target.name, cell.digest] = exc.message
 
-    def run(cell: Cell) -> CellResult:
-        stored = state.passed(cell.key) if resume else None
-        if stored is not None:
-            report(stored, "resumed")
-            return stored
-        report(cell, "running")
-        if why := prepared.get((cell.target.name, cell.digest)):
-            result = cell.result("fail", f"cannot run {cell.image} ({cell.form}): {why}")
-        elif slurm is not None and not cell.target.unavailable():
-            result = slurm.run(cell, workspace.recipes, workspace.state)
-        else:
-            result = run_cell(cell, scratch)
-        state.record(result)
-        report(result, result.status)
-        return result
+        def run(cell: Cell) -> CellResult:
+            stored = state.passed(cell.key) if resume else None
+            if stored is not None:
+                report(stored, "resumed")
+                return stored
+            report(cell, "running")
+            if why := prepared.get((cell.target.name, cell.digest)):
+                result = cell.result("fail", f"cannot run {cell.image} ({cell.form}): {why}")
+            elif slurm is not None and not cell.target.schedules_on_slurm \
+                    and not cell.target.unavailable():
+                result = slurm.run(cell, workspace.recipes, workspace.state)
+            else:
+                result = run_cell(cell, scratch, kept_dir(workspace.state) / cell.key)
+            state.record(result)
+            report(result, result.status)
+            return result
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        return list(pool.map(run, cells))
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            results = list(pool.map(run, cells))
+        used = {cell.tag for cell in cells}
+        return MatrixRun(results, [b.lock for b in [*builds.values(), *gpu_builds.values()]
+                                   if b.lock.tag in used], kept_dir(workspace.state))
 
 
 def _last_error(output: str) -> str:
-    """The line of a CWL runner's log that says what failed."""
+    """The line of a CWL runner's log that says what failed: an assert's own verdict
+    ("... want (50.00, 52.00) WRONG ...") before the runner's "permanentFail"."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
-    for mark in ("permanentFail", "ERROR", "Error", "error"):
+    for mark in ("WRONG", "permanentFail", "ERROR", "Error", "error"):
         found = [line for line in lines if mark in line]
         if found:
             return found[-1][:300]

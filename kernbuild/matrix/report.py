@@ -5,11 +5,18 @@ from __future__ import annotations
 import html
 import platform
 import re
+import shutil
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 from xml.etree import ElementTree
 
 from kernbuild.matrix.state import CellResult
+from kernbuild.results import LockEntry
+from kernbuild.runtime import engine_and_runner
+
+if TYPE_CHECKING:
+    from kernbuild.matrix import MatrixRun
 
 ROW = tuple[str, str, str]  # pipeline, image, form
 
@@ -73,11 +80,12 @@ PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>kernbuild matrix</title>
 <style>
 body {{ font-family: sans-serif; margin: 2em; }}
-table {{ border-collapse: collapse; }}
-th, td {{ border: 1px solid #ccc; padding: .4em .8em; text-align: left; }}
+table {{ border-collapse: collapse; margin-bottom: 1.5em; }}
+th, td {{ border: 1px solid #ccc; padding: .4em .8em; text-align: left; vertical-align: top; }}
 td.pass {{ background: #cfc; }} td.fail {{ background: #f99; }} td.skip {{ background: #eee; }}
 td.detail {{ white-space: nowrap; }}
 pre {{ margin: 0; white-space: pre-wrap; font-size: 90%; }}
+code {{ font-size: 90%; }}
 </style></head><body>
 <h1>kernbuild matrix</h1>
 <p>{when}</p>
@@ -86,17 +94,54 @@ pre {{ margin: 0; white-space: pre-wrap; font-size: 90%; }}
 <tr><th>pipeline</th><th>image</th><th>form</th>{heads}</tr>
 {rows}
 </table>
+<h2>Images</h2>
+<table>
+<tr><th>image</th><th>packages (exact versions)</th><th>Docker image id</th><th>size</th>
+<th>SIF sha256</th><th>base</th></tr>
+{images}
+</table>
 <h2>Cells</h2>
 <table>
-<tr><th>pipeline</th><th>image</th><th>form</th><th>target</th><th>result</th><th>time</th>
-<th>what it found, or why not</th></tr>
+<tr><th>pipeline</th><th>image</th><th>form</th><th>target</th><th>runner</th><th>result</th>
+<th>time</th><th>what it found, or why not</th><th>kept</th></tr>
 {details}
 </table></body></html>
 """
 
 
-def write_html(results: list[CellResult], directory: Path) -> Path:
-    """index.html with the grid; each cell links its log in logs/."""
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size else ""
+
+
+def _image_row(lock: LockEntry) -> str:
+    packages = ", ".join(f"{name} {version}" for name, version in sorted(lock.packages.items()))
+    cells = [lock.tag + (" (GPU, CUDA " + lock.cuda + ")" if lock.gpu and lock.cuda else ""),
+             packages, lock.image, _mb(lock.size),
+             lock.sif.sha256 if lock.sif else "", f"{lock.base} {lock.base_digest}".strip()]
+    return "<tr>" + "".join(f"<td><code>{html.escape(v)}</code></td>" for v in cells) + "</tr>"
+
+
+def _copy_kept(result: CellResult, kept: Path, directory: Path) -> list[str]:
+    """Copy a cell's kept outputs into the report; links to each file, relative."""
+    source = kept / result.key
+    if not source.is_dir():
+        return []
+    target = directory / "cells" / log_name(result).removesuffix(".log")
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(source, target, symlinks=True)
+    return [f'<a href="{html.escape(str(path.relative_to(directory)), quote=True)}">'
+            f"{html.escape(str(path.relative_to(target)))}</a>"
+            for path in sorted(target.rglob("*")) if path.is_file()][:KEPT_LINKS]
+
+
+KEPT_LINKS = 30  # files linked per cell (a Toil run keeps a log per job)
+
+
+def write_html(run: "MatrixRun", directory: Path) -> Path:
+    """index.html: when and where it ran, the grid, the images (versions, digests), and
+    each cell with its runner, duration, result lines (what its asserts measured), a
+    skip's reason, a failure's assert and log tail, its log and kept outputs linked."""
+    results, images, kept = run.cells, run.images, run.kept
     rows, targets, cells = grid(results)
     (directory / "logs").mkdir(parents=True, exist_ok=True)
     lines = []
@@ -121,12 +166,14 @@ def write_html(results: list[CellResult], directory: Path) -> Path:
         if result.status != "pass":  # the reason first, and a failure's log tail
             said = [result.reason, *said] + ([] if result.status == "skip" else
                                                result.log.splitlines()[-8:])
+        engine, runner = engine_and_runner(result.target)
         details.append(
             "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in (
-                result.pipeline, result.image, result.form, result.target))
+                result.pipeline, result.image, result.form, engine, runner))
             + f'<td class="{result.status} detail"><a href="logs/{log_name(result)}">'
             f"{result.status}</a></td><td>{result.seconds:.1f} s</td>"
-            f"<td><pre>{html.escape(chr(10).join(said))}</pre></td></tr>")
+            f"<td><pre>{html.escape(chr(10).join(said))}</pre></td>"
+            f"<td>{'<br>'.join(_copy_kept(result, kept, directory))}</td></tr>")
     from kernbuild import __version__
 
     when = (f"run {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.node()} by "
@@ -134,7 +181,8 @@ def write_html(results: list[CellResult], directory: Path) -> Path:
     page = PAGE.format(when=html.escape(when),
                        summary=", ".join(f"{n} {s}" for s, n in counts.items()),
                        heads="".join(f"<th>{html.escape(t)}</th>" for t in targets),
-                       rows="\n".join(lines), details="\n".join(details))
+                       rows="\n".join(lines), images="\n".join(map(_image_row, images)),
+                       details="\n".join(details))
     index = directory / "index.html"
     index.write_text(page)
     return index

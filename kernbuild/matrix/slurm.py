@@ -12,6 +12,10 @@ Only a job that COMPLETED and left its result file is taken at its word: any oth
 final state (TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, CANCELLED, FAILED, ...) fails the
 cell with that state and the job id named, whatever the exit code reads (a job
 killed by Slurm often reads 0:0).
+
+A runner that schedules its own jobs is not wrapped in one: Toil's cells run on the
+submitting host with ``--batchSystem slurm`` (:meth:`Runner.on_slurm`), and Toil
+submits each CWL step as a Slurm job of its own.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from kernbuild.fsutil import atomic_write_json
-from kernbuild.matrix import Cell, run_cell
+from kernbuild.matrix import Cell, kept_dir, run_cell
 from kernbuild.matrix.state import CellResult
 from kernbuild.results import StepResult, from_json, to_json
 
@@ -49,7 +53,7 @@ def cell_spec(cell: Cell, recipes: Path, state: Path) -> dict:
     return {"recipes": str(Path(recipes).resolve()), "state": str(Path(state).resolve()),
             "pipeline": cell.pipeline.name, "image": cell.image, "form": cell.form,
             "target": cell.target.name, "gpu": cell.gpu, "ref": cell.ref,
-            "digest": cell.digest, "tag": cell.tag}
+            "digest": cell.digest, "tag": cell.tag, "components": list(cell.components)}
 
 
 def result_to_json(result: CellResult) -> dict:
@@ -83,7 +87,8 @@ def cell_from_spec(spec: dict) -> Cell:
     if spec.get("gpu"):
         target = target.with_gpu()
     return Cell(suite.get(spec["pipeline"]), spec["image"], spec["form"], target,
-                spec["ref"], spec["digest"], spec.get("tag", ""))
+                spec["ref"], spec["digest"], spec.get("tag", ""),
+                tuple(spec.get("components", ())))
 
 
 class _Terminated(Exception):
@@ -101,7 +106,8 @@ def run_spec(spec_path: Path, result_path: Path) -> CellResult:
     # runs (the Docker target removes its container, which Slurm cannot see).
     signal.signal(signal.SIGTERM, _on_sigterm)
     cell = cell_from_spec(spec)
-    result = run_cell(cell, Path(spec["state"]) / "matrix" / "scratch")
+    state = Path(spec["state"])
+    result = run_cell(cell, state / "matrix" / "scratch", kept_dir(state) / cell.key)
     atomic_write_json(Path(result_path), result_to_json(result), durable=True)
     return result
 
@@ -290,11 +296,18 @@ class SlurmExecutor:
         except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
             return cell.result("fail", f"could not submit to Slurm: {exc}",
                                time.monotonic() - started)
+        # A job outlives no kernbuild: cancelled if this process is ended (SIGTERM, ^C)
+        # while it waits, as well as when the wait itself is interrupted.
+        from kernbuild.runtime.docker import GUARD
+
+        stop = GUARD.on_stop(lambda: self.cancel(job_id))
         try:
             slurm_state, exit_code = self.wait(job_id)
         except BaseException:
             self.cancel(job_id)  # interrupted: leave no job behind
             raise
+        finally:
+            GUARD.forget(stop)
         try:
             log = output.read_text(errors="replace")
         except OSError:

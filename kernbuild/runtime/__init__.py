@@ -20,6 +20,7 @@ sif-bwrap      sif      the SIF's root filesystem under bubblewrap, as apptainer
 native         packages the image's packages installed by mmdebstrap into a chroot
 cwltool, toil  docker   a CWL pipeline's workflow, by the CWL runner, in Docker
 ...-apptainer  sif      ... with apptainer and the SIF (:mod:`kernbuild.runtime.cwl`)
+cwltool-native packages ... with no container, in the native target's chroot
 =============  =======  ==========================================================
 
 The first five run a pipeline's own steps one by one (``workflows = "steps"``); the
@@ -39,7 +40,8 @@ from kernbuild.results import StepResult
 if TYPE_CHECKING:
     from kernbuild.recipe.settings import SuiteSettings
 
-__all__ = ["RUNNERS", "ImageRef", "Runner", "RuntimeContext", "StepResult", "make_runner"]
+__all__ = ["RUNNERS", "ImageRef", "Runner", "RuntimeContext", "StepResult",
+           "engine_and_runner", "make_runner", "runner_class"]
 
 #: Where each runner lives ("module:class"), in the order the matrix grid shows them.
 #: Imported only when made, so a command that runs nothing loads none of them.
@@ -53,6 +55,7 @@ RUNNERS: dict[str, str] = {
     "cwltool-apptainer": "kernbuild.runtime.cwl:CwltoolApptainerRunner",
     "toil": "kernbuild.runtime.cwl:ToilRunner",
     "toil-apptainer": "kernbuild.runtime.cwl:ToilApptainerRunner",
+    "cwltool-native": "kernbuild.runtime.cwl:CwltoolNativeRunner",
 }
 
 #: A step with no timeout of its own (a recipe's smoke step) is killed after this long.
@@ -68,6 +71,9 @@ class ImageRef:
     ref: str
     digest: str = ""
     tag: str = ""  # the image's name, such as kern/losoto:1 (what a CWL dockerPull says)
+    #: Debian's archive areas beyond main that its packages need (pulsar-presto's PGPLOT
+    #: is in non-free): what a runner installing the packages itself (native) adds.
+    components: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,7 +109,15 @@ class Runner:
     name: ClassVar[str]
     form: ClassVar[str]  # docker, sif, rootfs or packages
     workflows: ClassVar[str] = "steps"  # what it runs: a pipeline's steps, or "cwl"
+    #: A matrix cell's target and runner, as a release manager names them: the container
+    #: runtime (docker, apptainer, ...; "" means the runner's name) and the program that
+    #: runs the workflow (kernbuild's own step runner, cwltool, toil).
+    engine: ClassVar[str] = ""
+    runs_with: ClassVar[str] = "kernbuild"
     gpu: bool = False  # hand the steps the host's GPUs, as the runtime's GPU option does
+    #: True for a runner that submits its own jobs to Slurm (Toil's --batchSystem slurm):
+    #: the Slurm executor runs its cells here, not each as one job.
+    schedules_on_slurm: bool = False
 
     @classmethod
     def from_context(cls, context: RuntimeContext) -> "Runner":
@@ -114,6 +128,12 @@ class Runner:
         clone = copy.copy(self)
         clone.gpu = True
         return clone
+
+    def on_slurm(self, sbatch_args: list[str]) -> "Runner | None":
+        """This runner submitting its own jobs to Slurm, with these extra sbatch
+        arguments, or None if it cannot (the Slurm executor then makes each of its
+        cells one Slurm job)."""
+        return None
 
     def unavailable(self) -> str:
         """Why this runner cannot run here, or "" if it can."""
@@ -134,11 +154,27 @@ class Runner:
         raise NotImplementedError
 
 
-def make_runner(name: str, context: RuntimeContext) -> Runner:
-    """The runner ``name`` of :data:`RUNNERS`, made for ``context``."""
+def runner_class(name: str) -> type[Runner]:
+    """The class of runner ``name`` of :data:`RUNNERS` (a KernError if there is none)."""
     from kernbuild.errors import KernError
 
     if name not in RUNNERS:
         raise KernError(f"unknown target {name!r}", f"use one of {', '.join(RUNNERS)}")
     module, cls = RUNNERS[name].split(":")
-    return getattr(importlib.import_module(module), cls).from_context(context)
+    return getattr(importlib.import_module(module), cls)
+
+
+def engine_and_runner(name: str) -> tuple[str, str]:
+    """(container runtime, workflow runner) of target ``name``: ("apptainer", "toil") for
+    toil-apptainer, ("docker", "kernbuild") for docker; a name no longer known, as an
+    old results database may hold, is its own runtime."""
+    try:
+        cls = runner_class(name)
+    except Exception:  # noqa: BLE001 - an unknown name or a runner that no longer imports
+        return name, "?"
+    return cls.engine or cls.name, cls.runs_with
+
+
+def make_runner(name: str, context: RuntimeContext) -> Runner:
+    """The runner ``name`` of :data:`RUNNERS`, made for ``context``."""
+    return runner_class(name).from_context(context)

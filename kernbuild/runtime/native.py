@@ -115,35 +115,39 @@ class NativeRunner(Runner):
                    if locate(tool) is None]
         return "; ".join(missing)
 
-    def key(self, packages: list[str]) -> str:
+    def key(self, packages: list[str], components: tuple[str, ...] = ()) -> str:
         """The cache key of a chroot: the package list, and what else decides its content
-        (the Debian suite and mirror, the repository's distribution)."""
+        (the Debian suite, mirror and areas, the repository's distribution)."""
         text = "\n".join([self.suite, self.mirror, self.distribution, *packages])
+        if components:  # (a list of main alone keeps the key chroots were made under)
+            text += "\ncomponents " + " ".join(components)
         return hashlib.sha256(text.encode()).hexdigest()
 
-    def sources(self) -> list[str]:
-        """The two apt sources: Debian's, and the suite's repository, verified with its
-        own keyring. ``copy://``, not ``file://``: apt reads a ``file://`` repository's
-        .debs in place, at host paths that dpkg, running chrooted, cannot see;
-        ``copy://`` has apt copy them into the chroot's cache first."""
+    def sources(self, components: tuple[str, ...] = ()) -> list[str]:
+        """The two apt sources: Debian's (main, and the areas beyond it the packages
+        need), and the suite's repository, verified with its own keyring. ``copy://``,
+        not ``file://``: apt reads a ``file://`` repository's .debs in place, at host
+        paths that dpkg, running chrooted, cannot see; ``copy://`` has apt copy them
+        into the chroot's cache first."""
         keyring = self.repo_root / "kern-archive-keyring.gpg"
-        return [f"deb {self.mirror} {self.suite} main",
+        return [f"deb {self.mirror} {self.suite} {' '.join(('main', *components))}",
                 (f"deb [signed-by={keyring}] copy://{self.repo_root / 'current'} "
                  f"{self.distribution} main")]
 
-    def rootfs(self, packages: str) -> Path:
-        """The chroot holding ``packages``, made now if no run has made it yet."""
+    def rootfs(self, packages: str, components: tuple[str, ...] = ()) -> Path:
+        """The chroot holding ``packages`` (from Debian's main and ``components``), made
+        now if no run has made it yet."""
         listed = parse_packages(packages)
-        key = self.key(listed)
+        key = self.key(listed, components)
         where = self.cache / key
         with self._lock:
             building = self._building.setdefault(key, threading.Lock())
         with building:  # one build per list; other lists build meanwhile
             if not where.is_dir():
-                self._make(listed, where)
+                self._make(listed, where, components)
         return where
 
-    def _make(self, packages: list[str], where: Path) -> None:
+    def _make(self, packages: list[str], where: Path, components: tuple[str, ...]) -> None:
         from kernbuild.images.singularity import write_singularity_dir
 
         keyring = self.repo_root / "kern-archive-keyring.gpg"
@@ -160,7 +164,7 @@ class NativeRunner(Runner):
                        f"--include={','.join(packages)}", f"--setup-hook={_PIN_HOOK}"]
             if _NODOC.is_file():
                 command.append(f"--dpkgopt={_NODOC}")
-            command += [self.suite, str(root), *self.sources()]
+            command += [self.suite, str(root), *self.sources(components)]
             process = subprocess.Popen(command, stdin=subprocess.DEVNULL,
                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                        text=True)
@@ -195,7 +199,7 @@ class NativeRunner(Runner):
                 shutil.rmtree(work, ignore_errors=True)
 
     def prepare(self, image: ImageRef) -> None:
-        self.rootfs(image.ref)
+        self.rootfs(image.ref, image.components)
 
     def run(self, image: ImageRef, command: str, cwd: Path | None = None,
             timeout: float = DEFAULT_TIMEOUT) -> StepResult:
@@ -204,7 +208,7 @@ class NativeRunner(Runner):
         that cannot be made is reported as exit status 125 with the reason as output."""
         started = time.monotonic()
         try:
-            root = self.rootfs(image.ref)
+            root = self.rootfs(image.ref, image.components)
         except KernError as exc:
             return StepResult(command, SETUP_FAILED, f"[kernbuild] no native chroot: {exc}\n",
                               time.monotonic() - started)

@@ -146,16 +146,26 @@ def run_step(args: list[str], *, label: str, timeout: float, env: dict[str, str]
     except OSError as exc:
         return StepResult(label, 125, f"[kernbuild] cannot run {args[0]}: {exc.strerror}\n",
                           time.monotonic() - started)
+    # Its own session, so a timeout kills all it started; and so a kernbuild that is
+    # ended (SIGTERM, ^C) must end the step's group too: a workflow runner outlives it.
+    from kernbuild.runtime.docker import GUARD
+
+    def kill_group(number: int = signal.SIGKILL) -> None:
+        try:
+            os.killpg(process.pid, number)
+        except ProcessLookupError:
+            pass
+
+    stop = GUARD.on_stop(lambda: kill_group(signal.SIGTERM))
     try:
         output, _ = process.communicate(timeout=timeout)
         code, timed_out = process.returncode, False
     except subprocess.TimeoutExpired:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_group()
         output, _ = process.communicate()
         output += f"\n[kernbuild] killed after {timeout:g} s\n".encode()
         code, timed_out = 124, True
+    finally:
+        GUARD.forget(stop)
     return StepResult(label, code, output.decode("utf-8", "replace"),
                       time.monotonic() - started, timed_out)

@@ -53,6 +53,18 @@ def gmst_rad(mjd_seconds):
     return math.radians(deg % 360.0)
 
 
+def point_source(spec, ra0, dec0):
+    """'DL_ARCSEC,DM_ARCSEC,FLUX_JY' as the truth holds a source: its direction cosines
+    (l, m) and its RA and Dec (degrees) from the phase centre (ra0, dec0, radians)."""
+    dl, dm, flux = (float(x) for x in spec.split(","))
+    l, m = dl * ARCSEC, dm * ARCSEC
+    nn = math.sqrt(1 - l * l - m * m)
+    dec = math.asin(m * math.cos(dec0) + nn * math.sin(dec0))
+    ra = ra0 + math.atan2(l, nn * math.cos(dec0) - m * math.sin(dec0))
+    return {"dl_arcsec": dl, "dm_arcsec": dm, "l": l, "m": m,
+            "ra_deg": math.degrees(ra) % 360.0, "dec_deg": math.degrees(dec), "flux_jy": flux}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", default="sim.ms")
@@ -68,6 +80,9 @@ def main():
     p.add_argument("--source", action="append", default=[],
                    help="'DL_ARCSEC,DM_ARCSEC,FLUX_JY': a point source at direction cosines "
                         "l = DL, m = DM (east and north of the phase centre)")
+    p.add_argument("--expect", action="append", default=[],
+                   help="'DL_ARCSEC,DM_ARCSEC,FLUX_JY': where the checks are to find a source "
+                        "(the truth's 'expected'); default: every --source, where it was put")
     p.add_argument("--noise", type=float, default=0.5,
                    help="noise sigma of each real and imaginary part (Jy)")
     p.add_argument("--seed", type=int, default=1)
@@ -121,19 +136,14 @@ def main():
     data = np.zeros((nrow, a.nchan, 4), dtype=np.complex64)
     sources = []
     for spec in a.source:
-        dl, dm, flux = (float(x) for x in spec.split(","))
-        l, m = dl * ARCSEC, dm * ARCSEC
-        nn = math.sqrt(1 - l * l - m * m)
-        dec = math.asin(m * math.cos(dec0) + nn * math.sin(dec0))
-        ra = ra0 + math.atan2(l, nn * math.cos(dec0) - m * math.sin(dec0))
+        s = point_source(spec, ra0, dec0)
+        l, m, nn, flux = s["l"], s["m"], math.sqrt(1 - s["l"] ** 2 - s["m"] ** 2), s["flux_jy"]
         phase = 2j * math.pi * (uvw[:, 0:1] * l + uvw[:, 1:2] * m
                                  + uvw[:, 2:3] * (nn - 1)) / lam[None, :]
         vis = flux * np.exp(phase)
         data[:, :, 0] += vis
         data[:, :, 3] += vis
-        sources.append({"dl_arcsec": dl, "dm_arcsec": dm, "l": l, "m": m,
-                        "ra_deg": math.degrees(ra) % 360.0, "dec_deg": math.degrees(dec),
-                        "flux_jy": flux})
+        sources.append(s)
     if a.noise > 0:
         data += (a.noise * (rng.standard_normal(data.shape)
                             + 1j * rng.standard_normal(data.shape))).astype(np.complex64)
@@ -256,7 +266,10 @@ def main():
              "freq_hz": [float(freqs[0]), float(freqs[-1])], "noise_jy": a.noise,
              "longest_baseline_wavelengths": longest,
              "resolution_arcsec": math.degrees(1.0 / longest) * 3600,
-             "sources": sources}
+             "sources": sources,
+             # What the checks look for: a job may say it apart from what was put in, and
+             # a wrong expectation must then fail them (the pipeline's own negative test).
+             "expected": [point_source(spec, ra0, dec0) for spec in a.expect] or sources}
     with open(a.truth, "w") as f:
         json.dump(truth, f, indent=1)
     print("%s: %d stations, %d baselines, %d times, %d channels %.1f-%.1f MHz, "

@@ -26,6 +26,9 @@ inputs:
   sources:
     type: string[]
     doc: "'DL_ARCSEC,DM_ARCSEC,FLUX_JY' each: a point source east and north of the phase centre"
+  expect:
+    type: string[]?
+    doc: "where check_image is to find the sources, as sources; default: where they were put"
   noise: float
   rfi_cells:
     type: string[]
@@ -66,6 +69,7 @@ steps:
     run: tools/make_ms.cwl
     in:
       sources: sources
+      expect: expect
       noise: noise
     out: [ms, truth]
 

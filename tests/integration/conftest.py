@@ -53,6 +53,18 @@ def docker_engine():
     return engine.connect()
 
 
+@pytest.fixture(scope="module")
+def slurm_cluster() -> None:
+    """A one-node cluster that answers; skip (or fail in CI) without one."""
+    from kernbuild.matrix.slurm import SlurmExecutor
+
+    problem = SlurmExecutor(Path("/nonexistent")).unavailable()
+    if problem:
+        if os.environ.get("KERNBUILD_REQUIRE_SLURM") == "1":
+            pytest.fail(f"KERNBUILD_REQUIRE_SLURM=1 but: {problem}")
+        pytest.skip(f"no Slurm cluster: {problem}")
+
+
 @dataclass
 class Suite:
     """A copy of the repository's recipes with its own state directory."""

@@ -7,7 +7,6 @@ KERNBUILD_REQUIRE_SLURM=1: there a missing cluster is a failure.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,15 +24,6 @@ from kernbuild.recipe import load_suite
 from tests.integration.conftest import Suite
 
 pytestmark = [pytest.mark.slurm, pytest.mark.docker]
-
-
-@pytest.fixture(scope="module")
-def slurm_cluster() -> None:
-    problem = SlurmExecutor(Path("/nonexistent")).unavailable()
-    if problem:
-        if os.environ.get("KERNBUILD_REQUIRE_SLURM") == "1":
-            pytest.fail(f"KERNBUILD_REQUIRE_SLURM=1 but: {problem}")
-        pytest.skip(f"no Slurm cluster: {problem}")
 
 
 @pytest.fixture(scope="module")

@@ -108,7 +108,8 @@ def test_spec_round_trip_rebuilds_the_cell(pipeline, tmp_path):
         assert spec == {"recipes": str((ROOT / "recipes").resolve()),
                         "state": str(tmp_path.resolve()), "pipeline": "wcs-roundtrip",
                         "image": "wcslib", "form": form, "target": target_name,
-                        "gpu": False, "ref": "/x/wcslib.sif", "digest": "d" * 64, "tag": ""}
+                        "gpu": False, "ref": "/x/wcslib.sif", "digest": "d" * 64, "tag": "",
+                        "components": []}
         again = cell_from_spec(spec)
         assert isinstance(again.target, kind) and not again.gpu
         assert again.key == original.key  # same pipeline, image and target: same cell

@@ -1,9 +1,12 @@
 cwlVersion: v1.2
 class: CommandLineTool
 label: "assert: every injected RFI cell flagged, under 5% of the clean cells"
-requirements:
+# A hint, not a requirement: the image runs the tool where there is a container
+# runtime, and without one (cwltool --no-container) the tool runs as installed.
+hints:
   DockerRequirement:
     dockerPull: kern/pipeline-imaging:1
+requirements:
   InitialWorkDirRequirement:
     listing:
       - entry: $(inputs.ms)

@@ -1,9 +1,12 @@
 cwlVersion: v1.2
 class: CommandLineTool
 label: inject strong RFI into known time/channel cells of a Measurement Set
-requirements:
+# A hint, not a requirement: the image runs the tool where there is a container
+# runtime, and without one (cwltool --no-container) the tool runs as installed.
+hints:
   DockerRequirement:
     dockerPull: kern/pipeline-imaging:1
+requirements:
   InitialWorkDirRequirement:
     listing:
       - entry: $(inputs.ms)

@@ -1,9 +1,12 @@
 cwlVersion: v1.2
 class: CommandLineTool
 label: run LoSoTo's operations from a parset on an H5parm (in place)
-requirements:
+# A hint, not a requirement: the image runs the tool where there is a container
+# runtime, and without one (cwltool --no-container) the tool runs as installed.
+hints:
   DockerRequirement:
     dockerPull: kern/pipeline-imaging:1
+requirements:
   InitialWorkDirRequirement:
     listing:
       - entry: $(inputs.h5parm)

@@ -1,7 +1,9 @@
 cwlVersion: v1.2
 class: CommandLineTool
 label: write a gain-solution H5parm of known truth (phase drift, amplitudes, outliers)
-requirements:
+# A hint, not a requirement: the image runs the tool where there is a container
+# runtime, and without one (cwltool --no-container) the tool runs as installed.
+hints:
   DockerRequirement:
     dockerPull: kern/pipeline-imaging:1
 baseCommand: python3

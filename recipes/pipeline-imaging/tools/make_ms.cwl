@@ -5,8 +5,10 @@ doc: |
   python-casacore: a default MS with its subtables filled (ANTENNA, FIELD,
   SPECTRAL_WINDOW, POLARIZATION, ...), UVW from the array geometry and the hour
   angle, DATA = the given point sources plus Gaussian noise. truth.json holds
-  every source's RA, Dec and flux for the checks.
-requirements:
+  every source's RA, Dec and flux, and where the checks are to find them.
+# A hint, not a requirement: the image runs the tool where there is a container
+# runtime, and without one (cwltool --no-container) the tool runs as installed.
+hints:
   DockerRequirement:
     dockerPull: kern/pipeline-imaging:1
 baseCommand: python3
@@ -27,6 +29,14 @@ inputs:
       items: string
       inputBinding: {prefix: --source}
     doc: "'DL_ARCSEC,DM_ARCSEC,FLUX_JY' each: east and north of the phase centre"
+    inputBinding: {position: 1}
+  expect:
+    type:
+      - "null"
+      - type: array
+        items: string
+        inputBinding: {prefix: --expect}
+    doc: "where the checks are to find the sources, as sources; default: where they were put"
     inputBinding: {position: 1}
   noise:
     type: float?

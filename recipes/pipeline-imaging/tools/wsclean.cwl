@@ -1,9 +1,12 @@
 cwlVersion: v1.2
 class: CommandLineTool
 label: image a Measurement Set with WSClean (Stokes I, cleaned, restored)
-requirements:
+# A hint, not a requirement: the image runs the tool where there is a container
+# runtime, and without one (cwltool --no-container) the tool runs as installed.
+hints:
   DockerRequirement:
     dockerPull: kern/pipeline-imaging:1
+requirements:
   InitialWorkDirRequirement:
     # writable: casacore takes the table's lock file even to read it
     listing:

@@ -6,9 +6,12 @@ doc: |
   to numharm. The candidate list <base>_ACCEL_0 is the output (none when
   accelsearch finds nothing above sigma), with the spectrum's .inf (its DM,
   number of points and sampling time) beside it.
-requirements:
+# A hint, not a requirement: the image runs the tool where there is a container
+# runtime, and without one (cwltool --no-container) the tool runs as installed.
+hints:
   DockerRequirement:
     dockerPull: kern/pipeline-pulsar:1
+requirements:
   InitialWorkDirRequirement:
     # accelsearch writes its candidates beside the .fft and reads the .inf there
     listing:

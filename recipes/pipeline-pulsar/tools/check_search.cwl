@@ -1,7 +1,9 @@
 cwlVersion: v1.2
 class: CommandLineTool
 label: "assert: the best candidate a detection, its period within 0.1% of the truth, its DM within 3 pc/cm^3"
-requirements:
+# A hint, not a requirement: the image runs the tool where there is a container
+# runtime, and without one (cwltool --no-container) the tool runs as installed.
+hints:
   DockerRequirement:
     dockerPull: kern/pipeline-pulsar:1
 baseCommand: python3

@@ -1,7 +1,9 @@
 cwlVersion: v1.2
 class: CommandLineTool
 label: synthesise a SIGPROC filterbank with a dispersed periodic pulse in Gaussian noise
-requirements:
+# A hint, not a requirement: the image runs the tool where there is a container
+# runtime, and without one (cwltool --no-container) the tool runs as installed.
+hints:
   DockerRequirement:
     dockerPull: kern/pipeline-pulsar:1
 baseCommand: python3

@@ -4,7 +4,9 @@ label: dedisperse a filterbank at a regular grid of trial DMs (PRESTO prepsubban
 doc: |
   One time series (.dat, with its .inf) per trial DM: lodm, lodm + dmstep, ...
   Topocentric (-nobary: the fake source has no real position), no clipping.
-requirements:
+# A hint, not a requirement: the image runs the tool where there is a container
+# runtime, and without one (cwltool --no-container) the tool runs as installed.
+hints:
   DockerRequirement:
     dockerPull: kern/pipeline-pulsar:1
 baseCommand: prepsubband

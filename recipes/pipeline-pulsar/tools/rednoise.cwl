@@ -6,9 +6,12 @@ doc: |
   does before searching: without it the leakage of the huge DC term into the
   lowest bins is the "strongest candidate" of every trial. <base>.fft becomes
   <base>_red.fft with its <base>_red.inf.
-requirements:
+# A hint, not a requirement: the image runs the tool where there is a container
+# runtime, and without one (cwltool --no-container) the tool runs as installed.
+hints:
   DockerRequirement:
     dockerPull: kern/pipeline-pulsar:1
+requirements:
   InitialWorkDirRequirement:
     listing:
       - $(inputs.spectrum)

@@ -1,7 +1,9 @@
 cwlVersion: v1.2
 class: CommandLineTool
 label: write a point-source sky model image, <name>-model.fits on WSClean's grid
-requirements:
+# A hint, not a requirement: the image runs the tool where there is a container
+# runtime, and without one (cwltool --no-container) the tool runs as installed.
+hints:
   DockerRequirement:
     dockerPull: kern/pipeline-simulation:1
 baseCommand: python3

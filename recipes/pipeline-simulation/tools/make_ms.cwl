@@ -6,7 +6,9 @@ doc: |
   SPECTRAL_WINDOW, POLARIZATION, ...), UVW from the array geometry and the hour
   angle, DATA = the given point sources plus Gaussian noise. truth.json holds
   every source's RA, Dec and flux for the checks.
-requirements:
+# A hint, not a requirement: the image runs the tool where there is a container
+# runtime, and without one (cwltool --no-container) the tool runs as installed.
+hints:
   DockerRequirement:
     dockerPull: kern/pipeline-simulation:1
 baseCommand: python3

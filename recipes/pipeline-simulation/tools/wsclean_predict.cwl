@@ -1,9 +1,12 @@
 cwlVersion: v1.2
 class: CommandLineTool
 label: predict a model image's visibilities into MODEL_DATA (wsclean -predict)
-requirements:
+# A hint, not a requirement: the image runs the tool where there is a container
+# runtime, and without one (cwltool --no-container) the tool runs as installed.
+hints:
   DockerRequirement:
     dockerPull: kern/pipeline-simulation:1
+requirements:
   InitialWorkDirRequirement:
     listing:
       - entry: $(inputs.ms)
