@@ -53,6 +53,21 @@ def docker_engine():
     return engine.connect()
 
 
+#: The source mirror of tools that live only on GitHub (unreachable here): ../shared/sources.
+SOURCE_MIRROR = ROOT.parent / "shared" / "sources"
+
+
+def source_mirror_env(tarball: str) -> dict[str, str]:
+    """The environment naming the source mirror, for a test that needs ``tarball`` from
+    it; skip (or fail where CI provides the mirror) without it."""
+    if not (SOURCE_MIRROR / tarball).is_file():
+        problem = f"no source mirror with {tarball} at {SOURCE_MIRROR}"
+        if os.environ.get("KERNBUILD_REQUIRE_DOCKER") == "1":
+            pytest.fail(problem)
+        pytest.skip(problem)
+    return {"KERNBUILD_SOURCE_MIRROR": str(SOURCE_MIRROR)}
+
+
 @pytest.fixture(scope="module")
 def slurm_cluster() -> None:
     """A one-node cluster that answers; skip (or fail in CI) without one."""

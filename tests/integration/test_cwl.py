@@ -16,11 +16,12 @@ import re
 
 import pytest
 
-from tests.integration.conftest import Suite, copy_of
+from tests.integration.conftest import Suite, copy_of, source_mirror_env
 
 pytestmark = pytest.mark.docker
 
 PIPELINES = ("pipeline-imaging", "pipeline-pulsar", "pipeline-simulation")
+PRESTO = "presto-d59105f375d0992315c647c2c4b4d22c01fcea6c.tar.gz"  # GitHub only: the mirror
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def run(suite: Suite, tmp_path_factory) -> tuple[dict[tuple[str, str], dict], st
     apptainer and by cwltool natively: (pipeline, target) -> cell, and the HTML page."""
     html = tmp_path_factory.mktemp("report")
     first = suite.run("test", *[f"--pipeline={p}" for p in PIPELINES], "-t", "cwltool",
-                      "-t", "toil", "-j", "2", "--json")
+                      "-t", "toil", "-j", "2", "--json", env=source_mirror_env(PRESTO))
     # the simulation's cwltool and Toil cells are the first run's, resumed
     second = suite.run("test", "--pipeline", "pipeline-simulation", "-t", "cwltool",
                        "-t", "toil", "-t", "toil-apptainer", "-t", "cwltool-native", "--resume",

@@ -9,29 +9,23 @@ container that knows only the repository, and each of its scripts must start.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import ROOT, Suite, make_suite
+from tests.integration.conftest import SOURCE_MIRROR, Suite, make_suite, source_mirror_env
 
 pytestmark = pytest.mark.docker
 
-MIRROR = ROOT.parent / "shared" / "sources"
 PREFACTOR_TARBALL = "prefactor-934efe7a05ed85e921fbd94b365bfb87c7b050cb.tar.gz"
 
 
 @pytest.fixture(scope="module")
 def mirror() -> Path:
-    if not (MIRROR / PREFACTOR_TARBALL).is_file():
-        problem = f"no source mirror with {PREFACTOR_TARBALL} at {MIRROR}"
-        if os.environ.get("KERNBUILD_REQUIRE_DOCKER") == "1":
-            pytest.fail(problem)
-        pytest.skip(problem)
-    return MIRROR
+    source_mirror_env(PREFACTOR_TARBALL)  # skips (or fails in CI) without it
+    return SOURCE_MIRROR
 
 
 def with_mirror(directory: Path | str) -> dict[str, str]:
