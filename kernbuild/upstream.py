@@ -52,6 +52,7 @@ from packaging.version import Version as PythonVersion
 from kernbuild.errors import KernError
 from kernbuild.fsutil import atomic_write
 from kernbuild.recipe import load_recipe
+from kernbuild.recipe.document import read_text
 from kernbuild.recipe.model import Recipe, Suite
 from kernbuild.sources import DEFAULT_PYPI, SourceCache
 from kernbuild.sources.http import open_url, url_name
@@ -468,7 +469,7 @@ def bump(upstreams: Upstreams, suite: Suite, name: str, version: str | None = No
                     f"{recipe.source.sha256}: find out which is right")
         return Bump(recipe.name, recipe.path, current, current, False, why)
     verified = _verify(upstreams.cache, recipe, target)
-    text = recipe.path.read_text(encoding="utf-8")
+    text = read_text(recipe.path)  # bounded, as the loader reads it
     new_text = edit_recipe_text(text, _edits(recipe, target), recipe.path)
     _check_and_write(recipe, new_text, target)
     diff = tuple(difflib.unified_diff(text.splitlines(), new_text.splitlines(),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from kernbuild.cuda import satisfies as cuda_satisfies
 from kernbuild.errors import Diagnostic
+from kernbuild.limits import quoted
 from kernbuild.recipe.model import Recipe, Suite, dependencies
 
 
@@ -29,14 +30,14 @@ def name_clashes(recipes: list[Recipe]) -> list[Diagnostic]:
         if recipe.name in sources:
             line, column = recipe.where(("name",))
             problems.append(Diagnostic(recipe.path, line, column,
-                                       f"recipe {recipe.name!r} is also defined in "
+                                       f"recipe {quoted(recipe.name)} is also defined in "
                                        f"{sources[recipe.name].path}", "rename or remove one"))
         sources.setdefault(recipe.name, recipe)
         for package in recipe.packages:
             if package.name in binaries and binaries[package.name] is not recipe:
                 line, column = recipe.where(("packages", package.name))
                 problems.append(Diagnostic(recipe.path, line, column,
-                                           f"package {package.name!r} is also made by "
+                                           f"package {quoted(package.name)} is also made by "
                                            f"{binaries[package.name].path}",
                                            "each binary package comes from one recipe"))
             binaries.setdefault(package.name, recipe)
@@ -80,7 +81,8 @@ def unknown_pipeline_images(suite: Suite) -> list[Diagnostic]:
             if image not in suite.by_name:
                 line, column = recipe.where(("pipeline", "images", index))
                 problems.append(Diagnostic(recipe.path, line, column,
-                                           f"pipeline image {image!r} is no recipe of the suite",
+                                           f"pipeline image {quoted(image)} is no recipe of "
+                                           "the suite",
                                            "name a recipe: its image is kern/<name>"))
     return problems
 

@@ -9,11 +9,12 @@ Every stage reports all it finds, so one lint run shows every problem of the sui
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from kernbuild.errors import Diagnostic, RecipeError
 from kernbuild.recipe.checks import suite_problems
-from kernbuild.recipe.document import check_recipe, check_settings, read_document
+from kernbuild.recipe.document import cap, check_recipe, check_settings, read_document
 from kernbuild.recipe.model import Recipe, Suite
 from kernbuild.recipe.settings import SuiteSettings
 
@@ -25,19 +26,21 @@ def load_recipe(path: Path) -> Recipe:
     doc = read_document(path)
     problems = check_recipe(doc)
     if problems:
-        raise RecipeError(problems)
+        raise RecipeError(cap(problems))
     return Recipe.from_checked(doc.data, doc.source_map)
 
 
 def load_settings(directory: Path) -> SuiteSettings:
     """The suite settings in ``directory/suite.yaml``, or the defaults if there is none."""
     path = directory / SUITE_FILE
-    if not path.exists():
+    # lexists: a suite.yaml that is a dangling link or a link loop is a suite.yaml that
+    # cannot be read (a diagnostic), not a suite without settings.
+    if not os.path.lexists(path):
         return SuiteSettings()
     doc = read_document(path)
     problems = check_settings(doc)
     if problems:
-        raise RecipeError(problems)
+        raise RecipeError(cap(problems))
     return SuiteSettings.from_dict(doc.data)
 
 

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from kernbuild.errors import KernError
+from kernbuild.limits import InputRefused
 from kernbuild.recipe import schema
+from kernbuild.recipe.document import read_patch
 from kernbuild.recipe.settings import SuiteSettings
 from kernbuild.recipe.source_map import SourceMap, YamlPath
 
@@ -198,8 +200,6 @@ class Recipe:
                         tuple(raw["build"].get("configure", ())),
                         tuple((raw["build"].get("env") or {}).items())),
             packages=packages,
-            # newline="": a patch to a file with CRLF line endings keeps its CRs, or it
-            # would no longer apply.
             patches=tuple(Patch(Path(p).name, _read_patch(path.parent / p))
                           for p in raw.get("patches", ())),
             smoke=tuple(SmokeStep(step["run"]) for step in raw.get("smoke", ())),
@@ -289,8 +289,11 @@ class Recipe:
 
 
 def _read_patch(path: Path) -> str:
-    with open(path, encoding="utf-8", newline="") as handle:
-        return handle.read()
+    """The patch's text; the loader checked it could be read (size, UTF-8) in stage 0."""
+    try:
+        return read_patch(path)
+    except InputRefused as exc:  # changed since it was checked
+        raise KernError(f"{path}: {exc.message}", exc.hint) from None
 
 
 def _pipeline(raw: dict, name: str) -> Pipeline:

@@ -20,6 +20,7 @@ from typing import Any
 from debian.debian_support import Version
 
 from kernbuild import cuda
+from kernbuild.limits import quoted
 from kernbuild.recipe.schema_nodes import Bool, Dict, Int, Key, List, Map, Node, Problem, Str
 from kernbuild.recipe.schema_nodes import kind
 from kernbuild.recipe.source_map import YamlPath
@@ -57,13 +58,13 @@ def relation_error(text: str) -> str:
         for alt in alternatives:
             name = alt["name"]
             if not PACKAGE_NAME.match(name) or alt["name"] != name.strip():
-                return f"malformed dependency relation {text!r}"
+                return f"malformed dependency relation {quoted(text)}"
             if alt["version"]:
                 op, version = alt["version"]
                 try:
                     Version(version)
                 except ValueError:
-                    return f"invalid version {version!r} in relation {text!r}"
+                    return f"invalid version {quoted(version)} in relation {quoted(text)}"
     return ""
 
 
@@ -130,7 +131,7 @@ def _source_unless_metapackage(recipe: dict, path: YamlPath) -> list[Problem]:
 def _several_packages_name_their_files(packages: dict, path: YamlPath) -> list[Problem]:
     if len(packages) < 2:
         return []
-    return [Problem(path + (name,), f"package {name!r} needs 'files' when a recipe makes "
+    return [Problem(path + (name,), f"package {quoted(name)} needs 'files' when a recipe makes "
                     "several packages", "list the installed paths it takes, e.g. "
                     "files: [usr/lib/*/lib*.so.*]", at_key=True)
             for name, spec in packages.items() if "files" not in (spec or {})]

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from kernbuild.limits import quoted
 from kernbuild.recipe.source_map import YamlPath
 
 
@@ -46,16 +47,16 @@ class Str(Node):
     def check(self, value: Any, path: YamlPath) -> list[Problem]:
         # YAML reads 2.7 as a float and 3 as an int: a version must be quoted.
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return [Problem(path, f"expected a string, got the number {value!r}",
+            return [Problem(path, f"expected a string, got the number {quoted(value)}",
                             "put it in quotes, as written, so YAML keeps it as text "
                             '(unquoted, 1.10 reads as 1.1 and 0x1F as 31)')]
         if not isinstance(value, str):
             return [Problem(path, f"expected a string, got {kind(value)}")]
         if self.choices and value not in self.choices:
-            return [Problem(path, f"{value!r} is not one of {', '.join(self.choices)}",
+            return [Problem(path, f"{quoted(value)} is not one of {', '.join(self.choices)}",
                             _did_you_mean(value, self.choices))]
         if self.pattern and not self.pattern.match(value):
-            return [Problem(path, f"invalid value {value!r}", self.hint)]
+            return [Problem(path, f"invalid value {quoted(value)}", self.hint)]
         if self.single_line and "\n" in value.strip():
             return [Problem(path, "must be a single line", "put longer text in 'description'")]
         return []
@@ -70,7 +71,7 @@ class Int(Node):
         if isinstance(value, bool) or not isinstance(value, int):
             return [Problem(path, f"expected an integer, got {kind(value)}")]
         if value < self.minimum:
-            return [Problem(path, f"must be at least {self.minimum}, got {value}")]
+            return [Problem(path, f"must be at least {self.minimum}, got {quoted(value)}")]
         return []
 
 
@@ -128,7 +129,7 @@ class Map(Node):
         where = f" in {_dotted(path)}" if path else ""
         for key, item in value.items():
             if key not in self.keys:
-                problems.append(Problem(path + (key,), f"unknown key {key!r}{where}",
+                problems.append(Problem(path + (key,), f"unknown key {quoted(key)}{where}",
                                         _did_you_mean(str(key), self.keys), at_key=True))
             else:
                 problems += self.keys[key].node.check(item, path + (key,))
