@@ -69,9 +69,8 @@ class CwlRunner(Runner):
         return cls(context)
 
     def program(self) -> str | None:
-        """The runner's program: beside this Python (``pip install '.[cwl]'``) or on PATH."""
-        beside = Path(sys.executable).with_name(self.program_name)
-        return str(beside) if beside.is_file() else locate(self.program_name)
+        """The runner's program: on PATH or beside this Python (``pip install '.[cwl]'``)."""
+        return locate(self.program_name)
 
     def apptainer_runner(self):
         from kernbuild.runtime.apptainer import ApptainerRunner

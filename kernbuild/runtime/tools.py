@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,9 +75,12 @@ TOOLS: dict[str, Tool] = {tool.name: tool for tool in (
 
 
 def locate(tool: Tool | str) -> str | None:
-    """Where ``tool`` is: a program on PATH or in an sbin directory, or its Python module."""
+    """Where ``tool`` is: a program on PATH, beside this Python (a virtual environment's
+    bin, where ``pip install '.[cwl]'`` puts cwltool and Toil, need not be on PATH) or in
+    an sbin directory; or its Python module."""
     tool = TOOLS[tool] if isinstance(tool, str) else tool
-    search = os.pathsep.join([os.environ.get("PATH", os.defpath), *SBIN])
+    search = os.pathsep.join([os.environ.get("PATH", os.defpath),
+                              str(Path(sys.executable).parent), *SBIN])
     for program in tool.programs:
         if found := shutil.which(program, path=search):
             return found
