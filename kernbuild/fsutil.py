@@ -122,10 +122,44 @@ def check_empty_destination(dest: Path) -> None:
                         "remove it, or choose another destination")
 
 
-def no_space(where: Path) -> KernError:
-    """The error of a full disk under ``where``."""
-    return KernError(f"no space left on {where}",
-                     "free some space there (df -h), or point kernbuild at another directory")
+class DiskFull(KernError):
+    """A full disk (ENOSPC, EDQUOT) under ``where``. A caller that knows more, such as
+    which repository generation is still served, catches this and says it."""
+
+    def __init__(self, message: str, hint: str, where: Path) -> None:
+        super().__init__(message, hint)
+        self.where = Path(where)
+
+
+def human_size(size: int) -> str:
+    """Bytes in decimal units, as df -H and apt print them: 58 MB, 12 kB, 512 B."""
+    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if size >= scale:
+            return f"{size / scale:.{1 if unit == 'GB' else 0}f} {unit}"
+    return f"{size} B"
+
+
+def free_space(where: Path) -> int | None:
+    """Bytes an unprivileged writer may still use on the filesystem of ``where`` (or of
+    its nearest existing parent: a full disk may have stopped its creation); None if
+    that cannot be read."""
+    path = Path(where).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        found = os.statvfs(path)
+    except OSError:
+        return None
+    return found.f_bavail * found.f_frsize
+
+
+def no_space(where: Path) -> DiskFull:
+    """The error of a full disk under ``where``, with the space left there."""
+    free = free_space(where)
+    left = f" ({human_size(free)} free)" if free is not None else ""
+    return DiskFull(f"no space left on {where}{left}",
+                    f"free some space there (df -h {where}), or point kernbuild at another "
+                    "directory; then run the command again", where)
 
 
 @contextmanager

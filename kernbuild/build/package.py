@@ -1,8 +1,9 @@
 """Package builds: recipes to .debs in fresh containers, keyed by content, published as they finish.
 
-A build's key is a sha256 over everything that can change its output: the
-recipe, its source, the rendered debian/ tree (which carries the suite
-settings), the build image, and the keys of the recipes it depends on. A key
+A build's key is a sha256 over everything that can change its output
+(:meth:`PackageBuilder.key_inputs`): the recipe, its source, the suite
+settings, the rendered debian/ tree and the renderer, the build image and its
+definition, the build steps, and the keys of the recipes it depends on. A key
 already in the build cache is not built again, so a second run with nothing
 changed does no work, and a change to one recipe rebuilds it and exactly its
 reverse dependencies.
@@ -36,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from kernbuild import debian
-from kernbuild.build.environment import BuildEnvironment
+from kernbuild import cuda, debian
+from kernbuild.build.environment import BuildEnvironment, build_dockerfile
 from kernbuild.engine import APT_UPDATE_RETRIED
 from kernbuild.cuda import driver_packages
 from kernbuild.errors import KernError
@@ -58,7 +59,13 @@ if TYPE_CHECKING:
     from kernbuild.workspace import Workspace
 
 # Bump when kernbuild changes how it builds in a way the key does not otherwise see.
-BUILD_FORMAT = "1"
+# 2: the key hashes the rendered debian/ tree, the build image's definition, the build
+# steps and the archive areas too (every key changed once).
+BUILD_FORMAT = "2"
+#: How a package is built in its container, and the DEB_BUILD_OPTIONS that change its
+#: output (``parallel=N`` is added per run: it changes none), both in the key.
+BUILD_COMMAND = ("dpkg-buildpackage", "-b", "-us", "-uc")
+BUILD_OPTIONS = "noautodbgsym nocheck"
 REPO_MOUNT = "/kern-repo"  # where the signed repository is mounted in build containers
 LOG_TAIL = 30
 # Scratch directories in the build cache: .build-<pid>-<recipe>-<random> while a build
@@ -105,30 +112,109 @@ class PackageBuilder:
     # --- keys ---------------------------------------------------------------------
 
     def key(self, recipe: Recipe) -> str:
-        """The build key of ``recipe`` (computes its dependencies' keys first)."""
+        """The build key of ``recipe`` (computes its dependencies' keys first): a sha256
+        over :meth:`key_inputs`, by name."""
         if recipe.name not in self._keys:
             digest = hashlib.sha256()
-            # The rendered debian/ tree is a function of the recipe, the suite settings and
-            # the renderer: hash those rather than render (a no-op run stays fast).
-            settings = json.dumps(self.suite.settings.build_inputs(), sort_keys=True)
-            for part in (BUILD_FORMAT, recipe.fingerprint(), settings, debian.renderer_digest(),
-                         self.sources.key(recipe), self.environment.image_id):
-                digest.update(part.encode() + b"\0")
-            for dep in sorted(dependencies(self.suite, recipe)):
-                digest.update(self.key(self.suite.by_name[dep]).encode() + b"\0")
+            for name, value in self.key_inputs(recipe).items():
+                digest.update(name.encode() + b"\0" + value.encode() + b"\0")
             self._keys[recipe.name] = digest.hexdigest()
         return self._keys[recipe.name]
 
+    def key_inputs(self, recipe: Recipe) -> dict[str, str]:
+        """Everything that decides ``recipe``'s rendered debian/ tree and its build, by
+        name, each as text: what :meth:`key` hashes.
+
+        Contents only, never a path, a mirror or an mtime, so moving a source mirror or
+        touching a file rebuilds nothing. The debian/ tree is rendered here (about a
+        millisecond) rather than described, so that whatever decides it (the recipe,
+        the suite settings, the renderer's templates and tables, a table of another
+        module such as :data:`kernbuild.cuda.DRIVER_PACKAGES`) is seen through the very
+        text it produces, for exactly the recipes whose tree it changes.
+        """
+        settings = self.suite.settings
+        # Without the source tree, which the source's own key stands for.
+        tree = json.dumps(debian.render(recipe, settings), sort_keys=True)
+        chosen = settings.build_inputs()
+        chosen.pop("signing_key", None)  # which key signs the repository changes no package
+        if recipe.variant is None or recipe.variant.cuda is None:
+            chosen.pop("gpu", None)  # only a CUDA build reads them (its archive areas)
+        inputs = {
+            "format": BUILD_FORMAT,
+            "recipe": recipe.fingerprint(),
+            "settings": json.dumps(chosen, sort_keys=True, default=str),
+            "debian": hashlib.sha256(tree.encode()).hexdigest(),
+            "renderer": debian.renderer_digest(),
+            "source": self.sources.key(recipe),
+            "build-image": self.environment.image_id,
+            # The image id stands for its definition; the definition itself too, so that
+            # a key never depends on how an image was tagged, and tests can see it.
+            "build-image-definition": hashlib.sha256(
+                build_dockerfile(self.environment.base).encode()).hexdigest(),
+            "build-steps": json.dumps([BUILD_COMMAND, BUILD_OPTIONS]),
+            "archive-areas": " ".join(self._archive_areas(recipe)),
+            # What a build is refused for: a cached entry must have passed today's rule.
+            "driver-rule": cuda.DRIVER_PACKAGE.pattern,
+        }
+        for dep in sorted(dependencies(self.suite, recipe)):
+            inputs[f"depends:{dep}"] = self.key(self.suite.by_name[dep])
+        return inputs
+
+    def _archive_areas(self, recipe: Recipe) -> list[str]:
+        """Debian's archive areas beyond main that the build container gets."""
+        components = set(self.suite.components(recipe))
+        if recipe.variant is not None and recipe.variant.cuda is not None:
+            components |= set(self.suite.settings.gpu.components)  # CUDA is in non-free
+        return sorted(components)
+
     def cached(self, recipe: Recipe) -> tuple[str, tuple[Path, ...]] | None:
-        """The version and .debs cached under ``recipe``'s current key, or None."""
-        manifest = self.workspace.builds / self.key(recipe) / "manifest.json"
+        """The version and .debs cached under ``recipe``'s current key, or None.
+
+        An entry counts only whole: each .deb must still have the sha256 its manifest
+        recorded when it was built. A corrupt one (a disk error, a truncated copy, an
+        edit) is None here, so the recipe is built again (:meth:`_discard_corrupt`
+        removes it first) and its .debs are never published or used.
+        """
+        found = self._read_entry(recipe)
+        return None if found is None or found[2] else found[:2]
+
+    def _read_entry(self, recipe: Recipe) -> tuple[str, tuple[Path, ...], str] | None:
+        """The entry under ``recipe``'s key: its version, .debs and what is wrong with
+        it ("" when nothing is); None when there is no readable entry at all."""
+        entry = self.workspace.builds / self.key(recipe)
         try:
-            data = json.loads(manifest.read_text())
+            data = json.loads((entry / "manifest.json").read_text())
             version, names = data["version"], data["debs"]
-        except (OSError, ValueError, KeyError):
+            sums = data.get("sha256")
+        except (OSError, ValueError, KeyError, TypeError):
             return None
-        debs = tuple(manifest.parent / name for name in names)
-        return (version, debs) if all(d.exists() for d in debs) else None
+        debs = tuple(entry / name for name in names)
+        missing = [d.name for d in debs if not d.is_file()]
+        if missing:
+            return version, debs, f"{', '.join(missing)} missing"
+        # build() records every .deb's sum; an entry without them (made by hand, or by a
+        # test's stand-in builder) can only be checked for presence.
+        for deb in debs if isinstance(sums, dict) else ():
+            found = file_sha256(deb)
+            if found != sums.get(deb.name):
+                return version, debs, (f"{deb.name}: sha256 {found[:12]}, manifest says "
+                                       f"{str(sums.get(deb.name))[:12]}")
+        return version, debs, ""
+
+    def _discard_corrupt(self, recipe: Recipe) -> None:
+        """Remove ``recipe``'s cache entry if it is corrupt, saying so. Called with the
+        recipe's build lock held (no build replaces the entry meanwhile), before
+        building: :meth:`_install_entry` would otherwise keep the corrupt .debs as "the
+        same packages" as the rebuild's, by their recorded sums."""
+        found = self._read_entry(recipe)
+        if found is None or not found[2]:
+            return
+        entry = self.workspace.builds / self.key(recipe)
+        self.locks.say(f"{recipe.name}: cache entry {entry.name[:12]} is corrupt "
+                       f"({found[2]}): removed, building it again")
+        aside = entry.with_name(f".old-{os.getpid()}-{entry.name}")
+        os.replace(entry, aside)  # gone from its key at once, whole; then deleted
+        remove_tree(aside)
 
     def _entry_stamp(self, recipe: Recipe) -> tuple[int, int] | None:
         """Which cache entry of ``recipe`` is there now (its manifest's inode and mtime):
@@ -233,6 +319,7 @@ class PackageBuilder:
         version = recipe.debian_version(self.suite.settings)
         try:
             with self.locks.hold(f"build:{recipe.name}"):
+                self._discard_corrupt(recipe)
                 cached = self.cached(recipe)
                 if cached is not None and (not force or self._entry_stamp(recipe) != seen):
                     return BuildResult(recipe.name, cached[0], self.key(recipe), "cached",
@@ -343,12 +430,10 @@ class PackageBuilder:
             mounts[str(scratch / "kern.list")] = {
                 "bind": "/etc/apt/sources.list.d/kern.list", "mode": "ro"}
         settings = self.suite.settings
-        components = set(self.suite.components(recipe))
-        if recipe.variant is not None and recipe.variant.cuda is not None:
-            components |= set(settings.gpu.components)  # CUDA is in Debian's non-free archive
+        components = self._archive_areas(recipe)
         if components:  # areas beyond main, which the base's sources leave out
             (scratch / "areas.list").write_text(
-                f"deb {settings.mirror} {settings.distribution} {' '.join(sorted(components))}\n")
+                f"deb {settings.mirror} {settings.distribution} {' '.join(components)}\n")
             mounts[str(scratch / "areas.list")] = {
                 "bind": "/etc/apt/sources.list.d/debian-areas.list", "mode": "ro"}
         where = f"/build/{tree_name}"
@@ -372,10 +457,10 @@ class PackageBuilder:
             self._disconnect(client, session.container)
             self.report(recipe.name, "building", "dpkg-buildpackage (offline)")
             jobs = max(1, (os.cpu_count() or 1) // max(1, self.jobs))
-            self._exec(session, ["dpkg-buildpackage", "-b", "-us", "-uc"], log, recipe,
+            self._exec(session, list(BUILD_COMMAND), log, recipe,
                        "dpkg-buildpackage failed", f"the recipe is {recipe.path}",
                        workdir=where,
-                       environment={"DEB_BUILD_OPTIONS": f"noautodbgsym nocheck parallel={jobs}"})
+                       environment={"DEB_BUILD_OPTIONS": f"{BUILD_OPTIONS} parallel={jobs}"})
             self.report(recipe.name, "building", "lintian")
             # The .debs, not the .changes: lintian checks nothing of a binary-only
             # (+bN) upload's .changes, and nothing is ever uploaded from it.

@@ -235,3 +235,26 @@ def repo_info(ctx: typer.Context, as_json: bool = JSON) -> None:
         return
     for key, value in data.items():
         out.print(f"[bold]{key}[/]: {value}", highlight=False)
+
+
+@repo_app.command("verify")
+def repo_verify(ctx: typer.Context, as_json: bool = JSON) -> None:
+    """Check the served repository as apt would; name each wrong file, exit 1 if any.
+
+    The signatures of InRelease and Release.gpg (gpgv, with the repository's key), each
+    index against the SHA256 and size Release lists, each pool file against its index's.
+    """
+    from kernbuild.build import open_repository
+
+    if not (ctx.obj.repo / "current").is_symlink():  # before open_repository makes a key
+        raise KernError(f"nothing has been published in {ctx.obj.repo}: nothing to verify",
+                        "publish packages first: kernbuild package")
+    result = open_repository(ctx.obj, _suite(ctx.obj)).verify()
+    if as_json:
+        _print_json(result.as_dict())
+    else:
+        for problem in result.problems:
+            out.print(str(problem), markup=False, highlight=False)
+        (out if result.ok else err).print(result.summary(), markup=False, highlight=False)
+    if not result.ok:
+        raise typer.Exit(1)

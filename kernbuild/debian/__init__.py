@@ -11,8 +11,8 @@ dpkg-buildpackage takes from the changelog, is the same on every build.
 from __future__ import annotations
 
 import email.utils
-import functools
 import hashlib
+import importlib.metadata
 import shlex
 from datetime import datetime, timezone
 from pathlib import Path
@@ -52,13 +52,28 @@ _templates = jinja2.Environment(
 )
 
 
-@functools.cache
+#: The templates the renderer loads (the loader above reads this same directory).
+TEMPLATES = Path(__file__).parent / "templates"
+#: The libraries whose code formats the rendered files (control, changelog; templates).
+FORMATTING_LIBRARIES = ("python-debian", "jinja2")
+
+
 def renderer_digest() -> str:
-    """A sha256 of this renderer's code and templates: what, beside the recipe and the
-    suite settings, decides the rendered tree. Build keys use it instead of rendering."""
-    digest = hashlib.sha256(Path(__file__).read_bytes())
-    for template in sorted((Path(__file__).parent / "templates").glob("*.j2")):
-        digest.update(template.name.encode() + b"\0" + template.read_bytes())
+    """A sha256 of the renderer itself: its code (with the tables it holds), every file
+    of its templates, and the versions of the libraries that format its output.
+
+    Build keys hash this and the rendered tree itself (:func:`render`, cheap): the
+    tree shows what a table elsewhere (``kernbuild.cuda``'s driver packages) or the
+    recipe model's methods put in it, for exactly the recipes it changes; this digest
+    covers what the tree rendered without the source cannot show (how the source is
+    looked at) and a template's branch no recipe takes yet. Content only, never a
+    path or an mtime."""
+    digest = hashlib.sha256(b"renderer\0" + Path(__file__).read_bytes())
+    for template in sorted(p for p in TEMPLATES.rglob("*") if p.is_file()):
+        name = template.relative_to(TEMPLATES).as_posix()
+        digest.update(b"\0" + name.encode() + b"\0" + template.read_bytes())
+    for library in FORMATTING_LIBRARIES:
+        digest.update(f"\0{library}=={importlib.metadata.version(library)}".encode())
     return digest.hexdigest()
 
 

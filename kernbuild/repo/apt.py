@@ -29,6 +29,10 @@ one consistent index while the next is published; only the oldest beyond
 files get the canonical ``<package>_<version without epoch>_<arch>.deb`` name, whatever the
 input file was called, so "the same file name" means "the same package, version and
 architecture". ``current/`` is self-contained: serve it, or bind-mount it, on its own.
+
+A full disk at any step of a publish is one error saying so and which generation is
+still served (that one untouched, nothing half-written left); :meth:`AptRepository.verify`
+(``kernbuild repo verify``) checks what is served end to end, as apt does.
 """
 
 from __future__ import annotations
@@ -44,13 +48,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from debian.deb822 import Packages
 
 from kernbuild.errors import KernError
-from kernbuild.fsutil import atomic_write
+from kernbuild.fsutil import DiskFull, atomic_copy, atomic_write, disk_space, no_space
 from kernbuild.locks import StateLocks
 from kernbuild.runtime.tools import require, run_tool
+
+if TYPE_CHECKING:
+    from kernbuild.repo.verify import Verification
 
 KEYRING_NAME = "kern-archive-keyring"
 GENERATIONS_KEPT = 10
@@ -76,9 +84,10 @@ def _require(tool: str) -> str:
     return require(tool, "publishing the apt repository")
 
 
-def _run(args: list[str], cwd: Path | None = None) -> bytes:
-    """Run ``args`` (never a shell string); its stdout, or a KernError with what it said."""
-    return run_tool(args, cwd=cwd, where=cwd)
+def _run(args: list[str], cwd: Path | None = None, where: Path | None = None) -> bytes:
+    """Run ``args`` (never a shell string); its stdout, or a KernError with what it said
+    (a full disk is named as ``where``, by default ``cwd``)."""
+    return run_tool(args, cwd=cwd, where=where or cwd)
 
 
 class SigningKey:
@@ -143,8 +152,9 @@ class SigningKey:
                 after_sec = False
         return fingerprints
 
-    def _gpg(self, *args: str) -> bytes:
-        return _run(["gpg", "--homedir", str(self.gnupg_home), "--batch", *args])
+    def _gpg(self, *args: str, where: Path | None = None) -> bytes:
+        return _run(["gpg", "--homedir", str(self.gnupg_home), "--batch", *args],
+                    where=where or self.gnupg_home)
 
     def export_secret(self) -> bytes:
         """The private key, ASCII-armored (it has no passphrase: CI signs unattended), for
@@ -162,9 +172,10 @@ class SigningKey:
         """Write ``InRelease`` (clearsigned) and ``Release.gpg`` (detached) beside ``release``."""
         common = ["--yes", "--local-user", self.fingerprint, "--digest-algo", "SHA512"]
         self._gpg(*common, "--clearsign", "--output", str(release.with_name("InRelease")),
-                  str(release))
+                  str(release), where=release.parent)
         self._gpg(*common, "--armor", "--detach-sign",
-                  "--output", str(release.with_name("Release.gpg")), str(release))
+                  "--output", str(release.with_name("Release.gpg")), str(release),
+                  where=release.parent)
 
 
 class AptRepository:
@@ -275,6 +286,25 @@ class AptRepository:
         upstream = version.split(":", 1)[-1]
         return f"pool/{self.component}/{prefix}/{source}/{name}_{upstream}_{arch}.deb"
 
+    def verify(self) -> "Verification":
+        """The served generation checked end to end (:func:`kernbuild.repo.verify.verify`)."""
+        from kernbuild.repo.verify import verify
+
+        return verify(self)
+
+    def _pool_file_corrupt(self, rel: str) -> bool:
+        """Whether the served index lists ``rel`` with a SHA256 its pool file lacks."""
+        from kernbuild.repo.verify import sha256_and_size
+
+        if self.current_generation() is None:
+            return False
+        for index in self._index_paths(self.current.resolve()):
+            with open(index, encoding="utf-8") as fh:
+                for para in Packages.iter_paragraphs(fh, use_apt_pkg=False):
+                    if para.get("Filename") == rel:
+                        return sha256_and_size(self.root / rel)[0] != para.get("SHA256")
+        return False
+
     def _listed_filenames(self) -> set[str]:
         return {ref.filename for ref in self.packages()}
 
@@ -285,69 +315,98 @@ class AptRepository:
         content is refused (KernError) before anything changes. If every .deb is already
         listed by the current generation with identical content, nothing is done and the
         current generation number is returned.
+
+        A full disk, at whatever step, is a KernError that says so and which generation
+        is still served: the served one is never touched, the pool gains only whole
+        files, and the half-made generation is removed, so the same publish succeeds
+        once space is freed.
         """
         _require("apt-ftparchive")
         _require("gpg")
         _require("dpkg-deb")
         with self._locked():
-            # 1. Check everything before changing anything.
-            planned: dict[str, Path] = {}
-            for deb in map(Path, debs):
-                rel = self._pool_path(deb)
-                target = self.root / rel
-                other = planned.get(rel) or (target if target.exists() else None)
-                if other is not None and not filecmp.cmp(deb, other, shallow=False):
-                    raise KernError(
-                        f"{Path(rel).name}: version already published with different "
-                        f"content; bump the revision",
-                        hint=f"{deb} differs from {other}",
-                    )
-                planned[rel] = deb
-            new = {rel: deb for rel, deb in planned.items() if not (self.root / rel).exists()}
-            number = self.current_generation()
-            if not new and number is not None and set(planned) <= self._listed_filenames():
-                return number
-
-            # 2. The pool only grows; each file appears whole, under its final name, or not.
-            for rel, deb in new.items():
-                target = self.root / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-                shutil.copyfile(deb, tmp)
-                tmp.chmod(0o644)
-                os.replace(tmp, target)
-            (self.pool / self.component).mkdir(parents=True, exist_ok=True)
-
-            # 3. Keys in the root, for clients to fetch.
-            keyring = self.key.export_public(binary=True)
-            armored = self.key.export_public(binary=False)
-            atomic_write(self.root / f"{KEYRING_NAME}.gpg", keyring)
-            atomic_write(self.root / f"{KEYRING_NAME}.asc", armored)
-
-            # 4. A new generation, built aside, then switched to.
-            self.generations.mkdir(exist_ok=True)
-            for stale in self.generations.glob("*.tmp"):
-                shutil.rmtree(stale)
-            numbers = [int(p.name) for p in self.generations.iterdir() if p.name.isdigit()]
-            number = max(numbers, default=0) + 1
-            building = self.generations / f"{number}.tmp"
+            served = self.current_generation()
             try:
-                building.mkdir()
-                (building / "pool").symlink_to(Path("..", "..", "pool"))
-                (building / f"{KEYRING_NAME}.gpg").write_bytes(keyring)
-                (building / f"{KEYRING_NAME}.asc").write_bytes(armored)
-                self._write_indices(building)
-                self.key.sign(building / "dists" / self.distribution / "Release")
-                building.rename(self.generations / str(number))
-            except BaseException:
-                shutil.rmtree(building, ignore_errors=True)
-                raise
-            link = self.root / f".current.tmp-{os.getpid()}"
-            link.unlink(missing_ok=True)
+                with disk_space(self.root):  # what no helper below turned into DiskFull
+                    return self._publish(list(map(Path, debs)))
+            except DiskFull as full:
+                raise self._disk_full(full.where, served) from None
+
+    def _disk_full(self, where: Path, served: int | None) -> DiskFull:
+        """The full-disk error of a publish, saying what clients still get."""
+        plain = no_space(where)
+        still = (f"generation {served} is still served, unchanged" if served is not None
+                 else "nothing is served yet")
+        return DiskFull(f"{plain.message}: publishing {self.distribution} stopped; {still}",
+                        f"free space there (df -h {where}), then run the command again: "
+                        "nothing half-written was left to get in its way", where)
+
+    def _publish(self, debs: list[Path]) -> int:
+        """:meth:`publish`, with the repository lock held."""
+        # 1. Check everything before changing anything.
+        planned: dict[str, Path] = {}
+        for deb in debs:
+            rel = self._pool_path(deb)
+            target = self.root / rel
+            other = planned.get(rel) or (target if target.exists() else None)
+            if other is not None and not filecmp.cmp(deb, other, shallow=False):
+                if other == target and self._pool_file_corrupt(rel):
+                    raise KernError(
+                        f"{rel}: the pool's copy is corrupt (not the file the served "
+                        "index lists), so it cannot be compared with the new one",
+                        "'kernbuild repo verify' names every such file; restore it, or "
+                        "remove it and publish the package again")
+                raise KernError(
+                    f"{Path(rel).name}: version already published with different "
+                    f"content; bump the revision",
+                    hint=f"{deb} differs from {other}",
+                )
+            planned[rel] = deb
+        new = {rel: deb for rel, deb in planned.items() if not (self.root / rel).exists()}
+        number = self.current_generation()
+        if not new and number is not None and set(planned) <= self._listed_filenames():
+            return number
+
+        # 2. The pool only grows; each file appears whole, under its final name, or not
+        # (atomic_copy removes its temporary file when the disk fills up).
+        for rel, deb in new.items():
+            atomic_copy(deb, self.root / rel)
+        (self.pool / self.component).mkdir(parents=True, exist_ok=True)
+
+        # 3. Keys in the root, for clients to fetch.
+        keyring = self.key.export_public(binary=True)
+        armored = self.key.export_public(binary=False)
+        atomic_write(self.root / f"{KEYRING_NAME}.gpg", keyring)
+        atomic_write(self.root / f"{KEYRING_NAME}.asc", armored)
+
+        # 4. A new generation, built aside, then switched to.
+        self.generations.mkdir(exist_ok=True)
+        for stale in self.generations.glob("*.tmp"):
+            shutil.rmtree(stale)
+        numbers = [int(p.name) for p in self.generations.iterdir() if p.name.isdigit()]
+        number = max(numbers, default=0) + 1
+        building = self.generations / f"{number}.tmp"
+        try:
+            building.mkdir()
+            (building / "pool").symlink_to(Path("..", "..", "pool"))
+            (building / f"{KEYRING_NAME}.gpg").write_bytes(keyring)
+            (building / f"{KEYRING_NAME}.asc").write_bytes(armored)
+            self._write_indices(building)
+            self.key.sign(building / "dists" / self.distribution / "Release")
+            building.rename(self.generations / str(number))
+        except BaseException:
+            shutil.rmtree(building, ignore_errors=True)
+            raise
+        link = self.root / f".current.tmp-{os.getpid()}"
+        link.unlink(missing_ok=True)
+        try:
             link.symlink_to(Path("generations", str(number)))
             os.replace(link, self.current)
-            self._prune(number)
-            return number
+        except BaseException:
+            link.unlink(missing_ok=True)
+            raise
+        self._prune(number)
+        return number
 
     def _write_indices(self, generation: Path) -> None:
         """Packages (per architecture, with ``all``) and an unsigned Release, from the pool."""
