@@ -24,7 +24,7 @@ import zipfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -33,6 +33,7 @@ from kernbuild.errors import KernError
 from kernbuild.sources import SourceCache, extract_archive, tree_hash
 from kernbuild.sources.extract import ArchiveLimits
 from kernbuild.sources.http import NetLimits, size
+from tests.localhttp import serving
 from tests.unit.test_sources import (  # noqa: F401 (no_proxy: autouse fixture)
     RELEASE, leftovers, make_tar, make_zip, no_proxy, sha256, write_recipe,
 )
@@ -155,15 +156,11 @@ class FaultyHandler(BaseHTTPRequestHandler):
 def faulty() -> Iterator[Faulty]:
     served = Faulty()
     handler = type("Handler", (FaultyHandler,), {"faulty": served})
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    httpd.daemon_threads = True
-    served.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield served
-    served.release.set()  # let stalled handlers go
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(handler) as served.url:
+        try:
+            yield served
+        finally:
+            served.release.set()  # let stalled handlers go
 
 
 # --- the tally printed at the end -------------------------------------------------------

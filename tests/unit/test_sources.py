@@ -21,7 +21,7 @@ import threading
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -36,6 +36,7 @@ from kernbuild.sources import cache as cache_module
 from kernbuild.sources.cache import KINDS
 from kernbuild.sources.http import NetLimits
 from kernbuild.sources.kind import SourceKind, SourceLocation
+from tests.localhttp import serving
 
 # --- fixtures and helpers -------------------------------------------------------------
 
@@ -87,13 +88,8 @@ def server(tmp_path: Path) -> Iterator[Served]:
         def log_message(self, *args) -> None:
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    served.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield served
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(Handler) as served.url:
+        yield served
 
 
 def write_recipe(tmp_path: Path, source: dict, name: str = "demo",

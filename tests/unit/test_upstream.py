@@ -18,9 +18,8 @@ import subprocess
 import sys
 import tarfile
 import textwrap
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -31,6 +30,7 @@ from kernbuild.sources import SourceCache
 from kernbuild.upstream import (NOT_TRACKED, OUTDATED, UNKNOWN, UP_TO_DATE, Upstreams, bump,
                                 edit_recipe_text, outdated)
 from kernbuild.workspace import Workspace
+from tests.localhttp import serving
 
 # --- fixtures -------------------------------------------------------------------------
 
@@ -83,13 +83,8 @@ def web() -> Iterator[FakeWeb]:
         def log_message(self, *args) -> None:
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    served.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield served
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(Handler) as served.url:
+        yield served
 
 
 def sha256(data: bytes) -> str:
