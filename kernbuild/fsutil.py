@@ -22,6 +22,7 @@ from typing import Callable
 from pathlib import Path
 
 from kernbuild.errors import KernError
+from kernbuild.failpoints import boundary
 
 
 def atomic_write(path: Path, data: bytes | str, mode: int = 0o644, *,
@@ -44,6 +45,7 @@ def atomic_write(path: Path, data: bytes | str, mode: int = 0o644, *,
                     out.flush()
                     os.fsync(out.fileno())
             os.chmod(tmp, mode)
+            boundary(f"commit:{path.parent.name}/{path.name}")
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -67,6 +69,7 @@ def atomic_copy(source: Path, target: Path) -> Path:
         try:
             shutil.copyfile(source, tmp)
             os.chmod(tmp, 0o644)
+            boundary(f"commit:{target.parent.name}/{target.name}")
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -111,6 +114,7 @@ def remove_tree(path: Path) -> None:
 
 def replace_dir(source: Path, dest: Path) -> None:
     """Move a finished tree to ``dest`` (absent or an empty directory) in one rename."""
+    boundary(f"commit:{Path(dest).parent.name}/{Path(dest).name}")
     os.replace(source, dest)
 
 

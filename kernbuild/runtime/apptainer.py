@@ -24,6 +24,7 @@ environment leaks in, as cwltool runs it too), with apptainer's default binds
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
 import signal
@@ -39,6 +40,7 @@ from kernbuild.errors import KernError
 from kernbuild.fsutil import atomic_write, disk_space
 from kernbuild.results import StepResult
 from kernbuild.runtime import DEFAULT_TIMEOUT, ImageRef, Runner, RuntimeContext
+from kernbuild.runtime.docker import INHERITED_LABELS
 from kernbuild.runtime.tools import locate, run_step
 from kernbuild.sources import file_sha256
 
@@ -355,8 +357,14 @@ def docker_command(args: list[str], cwd: str, env: dict[str, str]) -> list[str]:
     passed = [item for name in sorted(env) if name.startswith(("APPTAINER", "SINGULARITY"))
               for item in ("-e", name)]
     name = env.get(CONTAINER_VARIABLE) or f"kernbuild-apptainer-{secrets.token_hex(6)}"
-    return ["docker", "run", "--rm", "-i", "--name", name, "--label", "kernbuild=apptainer",
-            *DOCKER_OPTIONS, *mounts, *passed, "-w", cwd, IMAGE, "apptainer", *args]
+    try:  # the kernbuild run's own labels, so that its next run reaps what a kill left
+        inherited = dict(json.loads(env.get(INHERITED_LABELS, "{}")))
+    except ValueError:
+        inherited = {}
+    labels = [item for key, value in sorted({**inherited, "kernbuild": "apptainer"}.items())
+              for item in ("--label", f"{key}={value}")]
+    return ["docker", "run", "--rm", "-i", "--name", name, *labels, *DOCKER_OPTIONS,
+            *mounts, *passed, "-w", cwd, IMAGE, "apptainer", *args]
 
 
 def shim(argv: list[str]) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import io
+import json
 import os
 import signal
 import socket
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Callable
 
 from kernbuild.errors import KernError
+from kernbuild.failpoints import boundary
 from kernbuild.locks import process_alive
 from kernbuild.results import StepResult
 from kernbuild.runtime import DEFAULT_TIMEOUT, ImageRef, Runner, RuntimeContext
@@ -44,6 +46,10 @@ OWNER = "org.kernbuild.owner"  # a hash of the state directory's real path
 PID = "org.kernbuild.pid"  # the kernbuild process that started the container
 HOST = "org.kernbuild.host"  # where that process runs: a pid means nothing elsewhere
 STARTED = "org.kernbuild.started"  # when it started the container (Unix time)
+#: The labels above, as JSON, for the programs kernbuild runs that start containers of
+#: their own (the apptainer wrapper, under cwltool and Toil too): theirs are then reaped
+#: with kernbuild's when it was killed.
+INHERITED_LABELS = "KERNBUILD_CONTAINER_LABELS"
 
 
 def owner_id(state: Path) -> str:
@@ -82,6 +88,7 @@ class ContainerGuard:
         """Label this command's containers as ``state``'s, and remove them at exit and on
         SIGTERM, SIGINT or SIGHUP. Call it from the main thread (signals go there)."""
         self.owner = owner_id(state)
+        os.environ[INHERITED_LABELS] = json.dumps(container_labels(state=state))
         if self._installed or threading.current_thread() is not threading.main_thread():
             return
         self._installed = True
@@ -181,18 +188,15 @@ def reap(client: "docker.DockerClient", state: Path,
          say: Callable[[str], None] = lambda _: None) -> list[str]:
     """Remove the containers that kernbuild runs on ``state`` started and did not outlive
     (they were SIGKILLed); a live run's containers are left alone. Returns their ids."""
-    found = client.containers.list(all=True, filters={"label": [f"{OWNER}={owner_id(state)}"]})
-    host = socket.gethostname()
-    dead = []
-    for container in found:
-        labels = container.labels
-        try:
-            pid, started = int(labels[PID]), float(labels[STARTED])
-        except (KeyError, ValueError):
-            continue  # not one of ours after all
-        if labels.get(HOST) == host and not process_alive(pid, started_before=started):
-            dead.append((container, pid, labels.get("kernbuild", "")))
+    mine = {"label": [f"{OWNER}={owner_id(state)}"]}
+    dead = _left_by_dead(client.containers.list(all=True, filters=mine))
     reaped = [(container, pid, kind) for container, pid, kind in dead if _remove(container)]
+    # Then the private networks of killed image builds, empty once their server is gone.
+    for network, _, _ in _left_by_dead(client.networks.list(filters=mine)):
+        try:
+            network.remove()
+        except Exception:  # noqa: BLE001 - still in use, or gone: the next run tries again
+            pass
     if reaped:
         kinds = sorted({kind for _, _, kind in reaped})
         what = (f"{kinds[0]} container" if len(kinds) == 1 and kinds[0] else "container")
@@ -200,6 +204,21 @@ def reap(client: "docker.DockerClient", state: Path,
         say(f"reaped {len(reaped)} {what}{'s' if len(reaped) > 1 else ''} left by killed "
             f"kernbuild runs (pids {pids})")
     return [container.id for container, _, _ in reaped]
+
+
+def _left_by_dead(found: list) -> list[tuple[object, int, str]]:
+    """Those of ``found`` (containers or networks labelled by :func:`container_labels`)
+    whose kernbuild process on this host has ended: (object, its pid, its kind)."""
+    host, dead = socket.gethostname(), []
+    for thing in found:
+        labels = thing.attrs.get("Labels") or thing.attrs.get("Config", {}).get("Labels") or {}
+        try:
+            pid, started = int(labels[PID]), float(labels[STARTED])
+        except (KeyError, ValueError):
+            continue  # not one of ours after all
+        if labels.get(HOST) == host and not process_alive(pid, started_before=started):
+            dead.append((thing, pid, labels.get("kernbuild", "")))
+    return dead
 
 
 class DockerRunner(Runner):
@@ -240,6 +259,7 @@ class DockerRunner(Runner):
             labels=container_labels(self.labels, self.state), **where,
             **(self.gpu_options(client) if self.gpu else {}))
         GUARD.started(container)
+        boundary("container:step")
         timed_out = False
         try:
             try:
@@ -274,6 +294,7 @@ class DockerSession:
             self.image, ["sleep", "infinity"], detach=True,
             labels=container_labels(self.labels, self.state), **self.options)
         GUARD.started(self.container)
+        boundary(f"container:{(self.labels or {}).get('kernbuild', 'session')}")
         return self
 
     def __exit__(self, *_) -> None:
@@ -303,6 +324,7 @@ class DockerSession:
             log.flush()
         GUARD.check()  # the container was removed under the command: not its exit status
         code = api.exec_inspect(exec_id)["ExitCode"]
+        boundary(f"exec:{label or command[0]}")
         return StepResult(label or " ".join(command), code, "".join(chunks),
                           time.monotonic() - started)
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kernbuild.errors import KernError
+from kernbuild.failpoints import boundary
 from kernbuild.fsutil import no_space
 from kernbuild.results import StepResult
 
@@ -132,6 +133,7 @@ def run_tool(args: list[str], *, what: str = "", hint: str = "", where: Path | N
             raise no_space(where or cwd or Path.cwd())
         tail = "\n".join(said.splitlines()[-TAIL_LINES:]) or "no message"
         raise KernError(f"{label} failed (exit status {done.returncode}): {tail}", hint)
+    boundary(f"tool:{label}")
     return done.stdout
 
 
@@ -171,5 +173,6 @@ def run_step(args: list[str], *, label: str, timeout: float, env: dict[str, str]
         code, timed_out = 124, True
     finally:
         GUARD.forget(stop)
+    boundary(f"step:{label}")
     return StepResult(label, code, output.decode("utf-8", "replace"),
                       time.monotonic() - started, timed_out)

@@ -49,6 +49,7 @@ from pathlib import Path
 from kernbuild.errors import KernError
 from kernbuild.recipe.model import Recipe, SuiteSettings
 from kernbuild.sources.debian import DEBIAN_KEYRING, DEFAULT_MIRROR, Debian
+from kernbuild.failpoints import boundary
 from kernbuild.fsutil import atomic_write, remove_tree
 from kernbuild.sources.extract import inside
 from kernbuild.sources.git import Git
@@ -293,6 +294,7 @@ class SourceCache:
             # Recorded before the rename: a tree under its final name always has a record.
             # A concurrent builder of the same key writes the same hash.
             atomic_write(self.tree_hashes / key, tree_hash(content) + "\n")
+            boundary("commit:source-tree")
             try:
                 os.rename(content, final)
             except OSError:
@@ -379,6 +381,7 @@ class SourceCache:
                     + "\n  the download was deleted", hint)
             os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache may be shared
             final = self.blobs / expected
+            boundary("commit:source-blob")
             os.replace(tmp, final)  # a concurrent writer wrote the same bytes: harmless
             return final
         except BaseException:  # KeyboardInterrupt too: never leave a partial download

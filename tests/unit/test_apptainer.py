@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from kernbuild.runtime import apptainer
 from kernbuild.runtime.apptainer import IMAGE, docker_command
+from kernbuild.runtime.docker import INHERITED_LABELS
 
 
 def test_action_commands_get_userns_and_the_paths_they_name(tmp_path: Path):
@@ -66,3 +68,16 @@ def test_the_wrappers_run_the_shim_with_this_python(tmp_path: Path):
     before = (bin_dir / "apptainer").stat().st_mtime_ns
     apptainer.write_wrappers(bin_dir)  # unchanged: not rewritten
     assert (bin_dir / "apptainer").stat().st_mtime_ns == before
+
+
+def test_the_container_carries_the_kernbuild_runs_labels():
+    # set by kernbuild for what it runs: the wrapper's container is then reaped with its
+    # own when kernbuild was SIGKILLed
+    inherited = json.dumps({"org.kernbuild.pid": "4242", "org.kernbuild.owner": "abc"})
+    command = docker_command(["--version"], cwd="/", env={INHERITED_LABELS: inherited})
+    labels = {command[i + 1] for i, arg in enumerate(command) if arg == "--label"}
+    assert labels == {"kernbuild=apptainer", "org.kernbuild.owner=abc",
+                      "org.kernbuild.pid=4242"}
+    bare = docker_command(["--version"], cwd="/", env={INHERITED_LABELS: "not json"})
+    assert [bare[i + 1] for i, arg in enumerate(bare) if arg == "--label"] == [
+        "kernbuild=apptainer"]
