@@ -1,12 +1,14 @@
-"""``kernbuild outdated | bump``: what upstream has released since, and moving a recipe to it.
+"""``kernbuild outdated | bump | release``: upstream's news, moving a recipe, cutting KERN-N.
 
 The six-monthly release opens with ``kernbuild outdated``; each ``kernbuild bump``
-then changes one recipe file, which review and ``kernbuild package`` take from there.
+then changes one recipe file, which review and ``kernbuild package`` take from there;
+``kernbuild release`` closes it (:mod:`kernbuild.release.cut`).
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -84,3 +86,47 @@ def bump(ctx: typer.Context, name: str = RECIPE,
     out.print(f"{done.name}: {done.old} -> {done.new} in {done.path} (verified by "
               f"{done.verified})", highlight=False)
     out.print(f"next: kernbuild package {done.name}", highlight=False)
+
+
+@app.command()
+def release(ctx: typer.Context,
+            dry_run: bool = typer.Option(False, "--dry-run",
+                                         help="Show the notes from the recipes alone: no "
+                                              "build, no matrix, nothing written."),
+            target: list[str] = typer.Option([], "--target", "-t",
+                                              help="Run the matrix on these targets only "
+                                                   "(repeatable) [default: all]."),
+            jobs: int = typer.Option(1, "--jobs", "-j", min=1,
+                                     help="Builds and matrix cells at once."),
+            cvmfs: Optional[Path] = typer.Option(None, "--cvmfs",
+                                                 help="Also publish each image's sandbox "
+                                                      "there by digest, named "
+                                                      "<release>/<image>."),
+            as_json: bool = JSON) -> None:
+    """Cut KERN-N (suite.yaml release: N): build, run the matrix, freeze kern-N, write notes.
+
+    Refused, with nothing frozen, while a recipe fails to build, a matrix cell fails
+    that accepted_failures: does not name, or a recipe of the previous release is
+    gone without a reason under dropped:. The record (notes.md, notes.json,
+    release.json, kern.lock, junit.xml, report/) is kept in the state's
+    releases/kern-N; suite.yaml then says release: N+1.
+    """
+    from kernbuild.release.cut import cut_release
+    from kernbuild.results import to_json
+
+    suite = _suite(ctx.obj)
+    with err.status("releasing") as status:
+        done = cut_release(ctx.obj, suite, dry_run=dry_run, targets=target or None,
+                           jobs=jobs, cvmfs=cvmfs,
+                           say=lambda text: (status.update(escape(text)),
+                                             err.print(text, markup=False, highlight=False)))
+    if as_json:
+        _print_json({"dry_run": dry_run, "directory": str(done.directory or ""),
+                     "generation": done.generation, "next_release": done.next_release,
+                     "notes": to_json(done.notes), "record": to_json(done.record)})
+        return
+    out.print(done.markdown, markup=False, highlight=False)
+    if done.directory is not None:
+        err.print(f"{done.notes.release}: {done.record.distribution} frozen (generation "
+                  f"{done.generation}); record in {done.directory}; suite.yaml: release: "
+                  f"{done.next_release}", markup=False, highlight=False)

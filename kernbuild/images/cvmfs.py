@@ -96,3 +96,19 @@ def _make_publishable(root: Path) -> None:
             mode = os.lstat(path).st_mode
             if stat.S_ISREG(mode) and mode & 0o444 == 0:
                 os.chmod(path, stat.S_IMODE(mode) | stat.S_IRUSR)
+
+
+def link_release(cvmfs: Path, release: str, name: str, digest: str) -> Path:
+    """Name the published tree of image ``digest`` after a release as well:
+    ``cvmfs/<release>/<name>`` (``kern-2/wcslib``) -> ``.images/<digest>``.
+
+    A release's name stays on the digest it was cut with while ``kern/<name>:N``
+    may move: tags come and go, digests are forever. The tree must be published
+    already (:func:`export_sandbox`); the link is switched atomically."""
+    match = re.fullmatch(r"(?:sha256:)?([0-9a-f]{64})", digest)
+    tree = Path(cvmfs) / ".images" / (match.group(1) if match else "")
+    if not match or not tree.is_dir():
+        raise KernError(f"no sandbox of {digest} is published in {cvmfs}",
+                        "publish it first: kernbuild image NAME -f sandbox --cvmfs DIR")
+    export_sandbox(tree, Path(cvmfs), f"{release}/{name}", digest)
+    return Path(cvmfs) / release / name

@@ -311,6 +311,19 @@ SUITE = Map(keys={
                           doc="directories of upstream files (git archive tarballs named "
                               "<name>-<commit>.tar.gz, url sources by file name), searched "
                               "before the network; relative to the recipe directory"),
+    "calendar": Key(Map(keys={
+        "first": Key(Str(re.compile(r"^\d{4}-\d{2}-\d{2}$"), "YYYY-MM-DD"),
+                     doc="the date KERN-1 is due"),
+        "months": Key(Int(minimum=1), doc="months between releases (KERN: 6)"),
+    }), doc="the release cadence: KERN-N is due first + (N-1) * months"),
+    "dropped": Key(Dict(Str(PACKAGE_NAME, NAME_HINT), Str(re.compile(r"\S"), "a reason")),
+                   doc="recipes of an earlier release left out since, each with the reason "
+                       "the release notes give"),
+    "accepted_failures": Key(Dict(Str(re.compile(r"^[^/\s]+/[^/\s]+/[^/\s]+$"),
+                                      "pipeline/image/target, such as "
+                                      "wcs-roundtrip/wcslib/udocker"),
+                                  Str(re.compile(r"\S"), "a reason")),
+                             doc="matrix cells a release may ship failing, each with why"),
     "gpu": Key(Map(keys={
         "cuda": Key(Str(re.compile(r"^[0-9]+\.[0-9]+$"), "a CUDA release such as 12.4"),
                     doc="the CUDA release of GPU images' runtime layer"),

@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+#: The rolling distribution's suffix: ``kern-dev`` lists every version ever published.
+ROLLING = "dev"
+
 
 @dataclass(frozen=True)
 class GpuSettings:
@@ -37,6 +40,18 @@ class GpuSettings:
 
 
 @dataclass(frozen=True)
+class Calendar:
+    """The release cadence (``calendar:``): KERN-N is due ``first`` + (N-1) * ``months``.
+
+    KERN released every six months; the dates are derived, never stored per release,
+    so the scheduled CI pipeline and ``kernbuild release --dry-run`` agree on them.
+    """
+
+    first: str = "2026-11-01"
+    months: int = 6
+
+
+@dataclass(frozen=True)
 class SuiteSettings:
     """Settings shared by every recipe of a suite (``recipes/suite.yaml``)."""
 
@@ -51,11 +66,16 @@ class SuiteSettings:
     gpu: GpuSettings = field(default_factory=GpuSettings)
     # Where sources unreachable from here are found; not a build input (see build_inputs).
     source_mirrors: tuple[str, ...] = ()
+    # The release's policy; none of it is a build input (see build_inputs).
+    calendar: Calendar = field(default_factory=Calendar)
+    dropped: dict[str, str] = field(default_factory=dict)  # recipe -> why it left
+    accepted_failures: dict[str, str] = field(default_factory=dict)  # cell -> why shipped
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "SuiteSettings":
         data = dict(data or {})
         data["gpu"] = GpuSettings.from_dict(data.get("gpu"))
+        data["calendar"] = Calendar(**(data.get("calendar") or {}))
         if "source_mirrors" in data:
             data["source_mirrors"] = tuple(data["source_mirrors"])
         return cls(**data)
@@ -67,13 +87,20 @@ class SuiteSettings:
         rebuilds nothing.
         """
         inputs = asdict(self)
-        del inputs["source_mirrors"]
+        for policy in ("source_mirrors", "calendar", "dropped", "accepted_failures"):
+            del inputs[policy]
         return inputs
 
     @property
     def repo_distribution(self) -> str:
-        """The apt distribution the suite publishes to, such as ``kern-1``."""
+        """The distribution of the release in progress, such as ``kern-1``: rolling (every
+        publish indexes the newest builds into it) until ``kernbuild release`` freezes it."""
         return f"{self.name}-{self.release}"
+
+    @property
+    def rolling_distribution(self) -> str:
+        """``kern-dev``: every version ever published, across releases, for development."""
+        return f"{self.name}-{ROLLING}"
 
     @property
     def base_is_registry_image(self) -> bool:

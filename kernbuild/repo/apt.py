@@ -16,8 +16,26 @@ Layout under ``root`` (``Workspace.repo``)::
     generations/<n>/dists/<dist>/<component>/binary-<arch>/Packages{,.gz,.xz}
     generations/<n>/pool -> ../../pool
     generations/<n>/kern-archive-keyring.{gpg,asc}
+    frozen/<release>/{Release,InRelease,Release.gpg,<component>/...}   signed once, kept
     current -> generations/<n>                                           what apt reads
     kern-archive-keyring.gpg, kern-archive-keyring.asc                   for signed-by=
+
+Distributions
+-------------
+A generation serves several distributions, each with its own signed Release:
+
+- ``distribution`` (``kern-N``, the suite's release in progress) and ``rolling``
+  (``kern-dev``) are *rolling*: every publish indexes the whole pool into them, so
+  builds and images see the newest build of everything;
+- every *frozen* release (``kernbuild release``, :meth:`AptRepository.freeze`): its
+  index lists exactly the package versions of that release, is written and signed
+  once into ``frozen/<release>/`` and copied byte for byte into every later
+  generation. Since the pool never loses a file, a frozen distribution stays
+  installable, unchanged, for ever; publishing to it again is refused.
+
+Freezing ``kern-N`` in place, rather than naming the frozen one apart from the one
+in progress, keeps every image built for release N valid: its sources line names
+``kern-N`` before the release as after.
 
 A publish holds the state's ``repo`` lock (:mod:`kernbuild.locks`): one publisher at a
 time. Readers take no lock: a generation never changes once it is served, so whoever
@@ -44,7 +62,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +71,7 @@ from typing import TYPE_CHECKING
 from debian.deb822 import Packages
 
 from kernbuild.errors import KernError
+from kernbuild.failpoints import boundary
 from kernbuild.fsutil import DiskFull, atomic_copy, atomic_write, disk_space, no_space
 from kernbuild.locks import StateLocks
 from kernbuild.runtime.tools import require, run_tool
@@ -191,14 +210,17 @@ class AptRepository:
         architectures: tuple[str, ...] = ("amd64",),
         component: str = "main",
         locks: StateLocks | None = None,
+        rolling: str | None = None,
     ) -> None:
         for what, value in [("distribution", distribution), ("component", component),
+                            *([("distribution", rolling)] if rolling else []),
                             *[("architecture", a) for a in architectures]]:
             if not _NAME_RE.match(value):
                 raise KernError(f"invalid apt repository {what} {value!r}",
                                 hint="use letters, digits and . + _ - only")
         self.root = Path(root).absolute()
         self.distribution = distribution
+        self.rolling = rolling if rolling != distribution else None
         self.key = key
         self.origin = origin
         self.label = label
@@ -220,6 +242,38 @@ class AptRepository:
     def pool(self) -> Path:
         return self.root / "pool"
 
+    @property
+    def frozen_root(self) -> Path:
+        """Where each frozen release's signed dists tree is kept, to be carried into
+        every generation unchanged."""
+        return self.root / "frozen"
+
+    def frozen(self) -> list[str]:
+        """The frozen distributions (released), oldest first."""
+        if not self.frozen_root.is_dir():
+            return []
+        return sorted((p.name for p in self.frozen_root.iterdir()
+                       if p.is_dir() and not p.name.startswith(".")), key=_release_order)
+
+    def is_frozen(self, distribution: str | None = None) -> bool:
+        return (self.frozen_root / (distribution or self.distribution)).is_dir()
+
+    def frozen_filenames(self, distribution: str) -> set[str]:
+        """The pool files a frozen distribution's index lists."""
+        names: set[str] = set()
+        for arch in self.architectures:
+            index = self.frozen_root / distribution / self.component / f"binary-{arch}" / "Packages"
+            with open(index, encoding="utf-8") as fh:
+                names |= {p["Filename"] for p in Packages.iter_paragraphs(fh, use_apt_pkg=False)}
+        return names
+
+    def distributions(self) -> list[str]:
+        """The distributions the served generation holds (none if never published)."""
+        if self.current_generation() is None:
+            return []
+        dists = self.current.resolve() / "dists"
+        return sorted((p.name for p in dists.iterdir() if p.is_dir()), key=_release_order)
+
     def current_generation(self) -> int | None:
         """The number of the served generation, or None if nothing was ever published."""
         try:
@@ -233,17 +287,20 @@ class AptRepository:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _index_paths(self, generation: Path) -> list[Path]:
-        dist = generation / "dists" / self.distribution / self.component
+    def _index_paths(self, generation: Path, distribution: str | None = None) -> list[Path]:
+        dist = generation / "dists" / (distribution or self.distribution) / self.component
         return [dist / f"binary-{arch}" / "Packages" for arch in self.architectures]
 
-    def packages(self) -> list[PackageRef]:
-        """Every package the current generation lists, sorted; empty if never published."""
+    def packages(self, distribution: str | None = None) -> list[PackageRef]:
+        """Every package the current generation lists in ``distribution`` (default: the
+        suite's own), sorted; empty if never published or that distribution not yet."""
         if self.current_generation() is None:
             return []
         generation = self.current.resolve()
         refs: set[PackageRef] = set()
-        for index in self._index_paths(generation):
+        for index in self._index_paths(generation, distribution):
+            if not index.is_file():
+                continue
             with open(index, encoding="utf-8") as fh:
                 for para in Packages.iter_paragraphs(fh, use_apt_pkg=False):
                     refs.add(PackageRef(para["Package"], para["Version"],
@@ -298,15 +355,26 @@ class AptRepository:
 
         if self.current_generation() is None:
             return False
-        for index in self._index_paths(self.current.resolve()):
+        for index in self._index_paths(self.current.resolve(), self._listing()):
             with open(index, encoding="utf-8") as fh:
                 for para in Packages.iter_paragraphs(fh, use_apt_pkg=False):
                     if para.get("Filename") == rel:
                         return sha256_and_size(self.root / rel)[0] != para.get("SHA256")
         return False
 
+    def _listing(self) -> str:
+        """The rolling distribution that lists the whole pool in the served generation."""
+        return self.rolling or self.distribution
+
     def _listed_filenames(self) -> set[str]:
-        return {ref.filename for ref in self.packages()}
+        return {ref.filename for ref in self.packages(self._listing())}
+
+    def _refuse_frozen(self) -> None:
+        if self.is_frozen():
+            raise KernError(
+                f"{self.distribution} is a frozen release: nothing more is published to it",
+                "the suite moves on to its next release: release: N+1 in recipes/suite.yaml "
+                "(kernbuild release writes it)")
 
     def publish(self, debs: list[Path]) -> int:
         """Add ``debs`` to the pool, publish a new signed generation and serve it.
@@ -325,6 +393,7 @@ class AptRepository:
         _require("gpg")
         _require("dpkg-deb")
         with self._locked():
+            self._refuse_frozen()
             served = self.current_generation()
             try:
                 with disk_space(self.root):  # what no helper below turned into DiskFull
@@ -364,7 +433,8 @@ class AptRepository:
             planned[rel] = deb
         new = {rel: deb for rel, deb in planned.items() if not (self.root / rel).exists()}
         number = self.current_generation()
-        if not new and number is not None and set(planned) <= self._listed_filenames():
+        if not new and number is not None and set(planned) <= self._listed_filenames() \
+                and self.distribution in self.distributions():
             return number
 
         # 2. The pool only grows; each file appears whole, under its final name, or not
@@ -372,7 +442,70 @@ class AptRepository:
         for rel, deb in new.items():
             atomic_copy(deb, self.root / rel)
         (self.pool / self.component).mkdir(parents=True, exist_ok=True)
+        return self._new_generation()
 
+    def freeze(self, refs: "list[PackageRef] | Callable[[], list[PackageRef]]",
+               distribution: str | None = None) -> int:
+        """Freeze ``distribution`` (default: the suite's own) as exactly ``refs``: its
+        index, signed once into ``frozen/``, is served from the next generation on and
+        carried byte for byte into every later one. Returns that generation's number.
+
+        ``refs`` may be a function choosing them, called holding the repository lock:
+        what it reads of the repository then stays as it was until the freeze (a
+        release chooses the builds its matrix tested, and no publish can slip in).
+        Refused (KernError, nothing changed) when the distribution is frozen already or
+        a ref is not a file of the pool."""
+        dist = distribution or self.distribution
+        if not _NAME_RE.match(dist):
+            raise KernError(f"invalid apt repository distribution {dist!r}",
+                            hint="use letters, digits and . + _ - only")
+        _require("apt-ftparchive")
+        _require("gpg")
+        with self._locked():
+            if callable(refs):
+                refs = refs()
+            if self.is_frozen(dist):
+                if self.frozen_filenames(dist) == {r.filename for r in refs}:
+                    # frozen as asked by a release that was killed after its freeze:
+                    # nothing changes but that it is served, and that release goes on
+                    served = self.current_generation()
+                    if served is not None and dist in self.distributions():
+                        return served
+                    return self._new_generation()
+                raise KernError(f"{dist} is frozen already: a released distribution never "
+                                "changes", "release the next one (release: N+1 in "
+                                "recipes/suite.yaml)")
+            missing = [r.filename for r in refs if not (self.root / r.filename).is_file()]
+            if missing:
+                raise KernError(f"cannot freeze {dist}: not in the pool: {', '.join(missing)}",
+                                "publish the packages first: kernbuild package")
+            served = self.current_generation()
+            try:
+                with disk_space(self.root):
+                    self._freeze(dist, {r.filename for r in refs})
+                    return self._new_generation()
+            except DiskFull as full:
+                raise self._disk_full(full.where, served) from None
+
+    def _freeze(self, dist: str, filenames: set[str]) -> None:
+        """Write and sign ``dist``'s index of ``filenames`` aside, then rename it into
+        ``frozen/`` whole: a frozen tree is complete or absent."""
+        self.frozen_root.mkdir(exist_ok=True)
+        building = self.frozen_root / f".{dist}.tmp"
+        shutil.rmtree(building, ignore_errors=True)
+        try:
+            building.mkdir()
+            (building / "pool").symlink_to(Path("..", "..", "pool"))
+            paragraphs = [p for p in self._pool_listing(building) if p["Filename"] in filenames]
+            self._write_dist(building, dist, paragraphs)
+            self.key.sign(building / "dists" / dist / "Release")
+            boundary("commit:frozen-distribution")
+            (building / "dists" / dist).rename(self.frozen_root / dist)
+        finally:
+            shutil.rmtree(building, ignore_errors=True)
+
+    def _new_generation(self) -> int:
+        """A new generation of every distribution, built aside, then served; its number."""
         # 3. Keys in the root, for clients to fetch.
         keyring = self.key.export_public(binary=True)
         armored = self.key.export_public(binary=False)
@@ -392,7 +525,7 @@ class AptRepository:
             (building / f"{KEYRING_NAME}.gpg").write_bytes(keyring)
             (building / f"{KEYRING_NAME}.asc").write_bytes(armored)
             self._write_indices(building)
-            self.key.sign(building / "dists" / self.distribution / "Release")
+            boundary("commit:repo-generation")
             building.rename(self.generations / str(number))
         except BaseException:
             shutil.rmtree(building, ignore_errors=True)
@@ -401,6 +534,7 @@ class AptRepository:
         link.unlink(missing_ok=True)
         try:
             link.symlink_to(Path("generations", str(number)))
+            boundary("commit:repo-current")
             os.replace(link, self.current)
         except BaseException:
             link.unlink(missing_ok=True)
@@ -409,12 +543,29 @@ class AptRepository:
         return number
 
     def _write_indices(self, generation: Path) -> None:
-        """Packages (per architecture, with ``all``) and an unsigned Release, from the pool."""
+        """Every distribution of a generation: the rolling ones indexed from the whole
+        pool and signed, the frozen ones copied as they were signed at their release."""
+        paragraphs = self._pool_listing(generation)
+        (generation / "dists").mkdir()
+        rolling = [d for d in (self.distribution, self.rolling) if d and not self.is_frozen(d)]
+        for dist in rolling:
+            self._write_dist(generation, dist, paragraphs)
+            self.key.sign(generation / "dists" / dist / "Release")
+        for dist in self.frozen():
+            shutil.copytree(self.frozen_root / dist, generation / "dists" / dist,
+                            symlinks=True)
+
+    def _pool_listing(self, where: Path) -> list:
+        """Every pool file's Packages paragraph, by file name (``where/pool`` is the pool)."""
         listing = _run(["apt-ftparchive", "packages", f"pool/{self.component}"],
-                       cwd=generation).decode()
-        paragraphs = sorted(Packages.iter_paragraphs(listing, use_apt_pkg=False),
-                            key=lambda p: p["Filename"])
-        dist = generation / "dists" / self.distribution
+                       cwd=where).decode()
+        return sorted(Packages.iter_paragraphs(listing, use_apt_pkg=False),
+                      key=lambda p: p["Filename"])
+
+    def _write_dist(self, generation: Path, distribution: str, paragraphs: list) -> None:
+        """Packages (per architecture, with ``all``) of ``paragraphs`` and an unsigned
+        Release, in ``generation/dists/<distribution>``."""
+        dist = generation / "dists" / distribution
         for arch in self.architectures:
             text = "\n".join(str(p) for p in paragraphs
                              if p["Architecture"] in (arch, "all")).encode()
@@ -428,11 +579,11 @@ class AptRepository:
             ["apt-ftparchive",
              "-o", f"{option}Origin={self.origin}",
              "-o", f"{option}Label={self.label}",
-             "-o", f"{option}Suite={self.distribution}",
-             "-o", f"{option}Codename={self.distribution}",
+             "-o", f"{option}Suite={distribution}",
+             "-o", f"{option}Codename={distribution}",
              "-o", f"{option}Architectures={' '.join(self.architectures)}",
              "-o", f"{option}Components={self.component}",
-             "release", f"dists/{self.distribution}"],
+             "release", f"dists/{distribution}"],
             cwd=generation,
         )
         (dist / "Release").write_bytes(release)
@@ -444,3 +595,9 @@ class AptRepository:
         for old in numbers[GENERATIONS_KEPT:]:
             if old != current:
                 shutil.rmtree(self.generations / str(old))
+
+
+def _release_order(name: str) -> tuple[str, int, str]:
+    """``kern-2`` before ``kern-10``; names without a number (``kern-dev``) after."""
+    prefix, _, number = name.rpartition("-")
+    return (prefix, int(number), "") if number.isdigit() else (name, 1 << 30, name)

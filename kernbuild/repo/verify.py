@@ -12,6 +12,11 @@ so that a tampered or corrupted file is named before a client trips on it.
 It reads one generation directory (resolved once, as build containers do), so a
 publish switching ``current`` meanwhile cannot make it mix two generations. It
 takes no lock and changes nothing.
+
+Every distribution the generation serves is checked the same way (the rolling
+``kern-dev`` and ``kern-N``, each frozen release); a frozen one must also be, byte
+for byte, the tree signed at its release (``frozen/<release>``): a released
+distribution that changed is named, even if someone re-signed it.
 """
 
 from __future__ import annotations
@@ -65,8 +70,9 @@ class Problem:
 class Verification:
     """What :func:`verify` checked of one generation, and every problem it found."""
 
-    distribution: str
+    distribution: str  # the suite's own (kern-N); every one served is in distributions
     generation: int
+    distributions: list[str] = field(default_factory=list)
     indexes: int = 0  # index files whose Release hash was checked
     packages: int = 0  # distinct pool files the indexes list
     size: int = 0  # bytes of those pool files read and hashed
@@ -81,16 +87,18 @@ class Verification:
         """One line: ``kern-1: 3 indexes, 41 packages, 58 MB verified, signatures good``."""
         counts = (f"{_count(self.indexes, 'index', 'indexes')}, "
                   f"{_count(self.packages, 'package', 'packages')}, {human_size(self.size)}")
+        names = ", ".join(self.distributions or [self.distribution])
         if self.ok:
-            return f"{self.distribution}: {counts} verified, signatures good"
+            return f"{names}: {counts} verified, signatures good"
         files = len({p.path for p in self.problems})
-        return (f"{self.distribution}: generation {self.generation} FAILED verification: "
+        return (f"{names}: generation {self.generation} FAILED verification: "
                 f"{_count(len(self.problems), 'problem', 'problems')} in "
                 f"{_count(files, 'file', 'files')} ({counts} checked, "
                 f"signatures {'good' if self.signatures else 'BAD'})")
 
     def as_dict(self) -> dict:
-        return {"distribution": self.distribution, "generation": self.generation,
+        return {"distribution": self.distribution, "distributions": self.distributions,
+                "generation": self.generation,
                 "ok": self.ok, "indexes": self.indexes, "packages": self.packages,
                 "bytes": self.size, "signatures": self.signatures,
                 "problems": [p.as_dict() for p in self.problems], "summary": self.summary()}
@@ -128,14 +136,50 @@ def verify(repo: "AptRepository") -> Verification:
         return result
     trusted = repo.key.export_public(binary=True)
     _check_keyrings(repo, generation, here, trusted, result)
-    dist = generation / "dists" / repo.distribution
-    release = _check_signatures(dist, f"{here}/dists/{repo.distribution}", trusted, result)
-    if release is None:
-        return result
-    listed = _check_release_hashes(repo, dist, f"{here}/dists/{repo.distribution}", release,
-                                   result)
+    served = sorted(p.name for p in (generation / "dists").iterdir()) \
+        if (generation / "dists").is_dir() else []
+    result.distributions = served
+    # Every frozen release is always served. The suite's own kern-N appears with its
+    # first publish (after a release moved the suite on, the next one has none yet), and
+    # a generation published before there were releases serves no rolling one: some
+    # distribution must be served, which is the rolling one when none is.
+    expected = [*repo.frozen(), *([repo.rolling or repo.distribution] if not served else [])]
+    for name in expected:
+        if name not in served:
+            result.problems.append(Problem(f"{here}/dists/{name}", "missing"))
+    signatures = True
+    listed: list[tuple[str, bytes]] = []
+    for name in served:
+        dist = generation / "dists" / name
+        if repo.is_frozen(name):
+            _check_frozen(repo.frozen_root / name, dist, f"{here}/dists/{name}", result)
+        release = _check_signatures(dist, f"{here}/dists/{name}", trusted, result)
+        signatures = signatures and result.signatures
+        if release is not None:
+            listed += _check_release_hashes(repo, dist, f"{here}/dists/{name}", release,
+                                            result)
+    result.signatures = signatures and bool(served)
     _check_pool(generation, listed, result)
     return result
+
+
+def _check_frozen(signed: Path, served: Path, where: str, result: Verification) -> None:
+    """A frozen distribution's served tree must be the one signed at its release."""
+    def files(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes()
+                for p in sorted(root.rglob("*")) if p.is_file()}
+
+    kept, found = files(signed), files(served)
+    for name in sorted(set(kept) | set(found)):
+        if name not in found:
+            result.problems.append(Problem(f"{where}/{name}", "missing from a frozen release"))
+        elif name not in kept:
+            result.problems.append(Problem(f"{where}/{name}", "added to a frozen release"))
+        elif kept[name] != found[name]:
+            result.problems.append(Problem(
+                f"{where}/{name}", "differs from the frozen release as signed",
+                f"sha256 {hashlib.sha256(kept[name]).hexdigest()}",
+                f"sha256 {hashlib.sha256(found[name]).hexdigest()}"))
 
 
 def _check_keyrings(repo: "AptRepository", generation: Path, here: str, trusted: bytes,

@@ -17,10 +17,10 @@ ROOT = Path(__file__).resolve().parents[2]
 # specific name decides (kernbuild.recipe.new is a service inside the model's package).
 LAYERS: dict[str, tuple[str, ...]] = {
     "model": ("kernbuild", "kernbuild.errors", "kernbuild.results", "kernbuild.cuda",
-              "kernbuild.fsutil", "kernbuild.locks", "kernbuild.limits", "kernbuild.workspace",
-              "kernbuild.recipe"),
+              "kernbuild.fsutil", "kernbuild.failpoints", "kernbuild.locks", "kernbuild.limits",
+              "kernbuild.workspace", "kernbuild.recipe"),
     "render": ("kernbuild.debian", "kernbuild.images", "kernbuild.images.plan",
-               "kernbuild.images.writers"),
+               "kernbuild.images.writers", "kernbuild.release.notes"),
     "effects": ("kernbuild.runtime", "kernbuild.engine", "kernbuild.sources", "kernbuild.repo",
                 "kernbuild.build", "kernbuild.gpu", "kernbuild.nvml", "kernbuild.lockfile",
                 "kernbuild.images.docker", "kernbuild.images.rootfs",
@@ -28,7 +28,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
                 "kernbuild.images.cvmfs", "kernbuild.images.gpu"),
     "services": ("kernbuild.images.build", "kernbuild.matrix", "kernbuild.smoke",
                  "kernbuild.catalogue", "kernbuild.doctor", "kernbuild.recipe.new",
-                 "kernbuild.upstream"),
+                 "kernbuild.upstream", "kernbuild.release"),
     "cli": ("kernbuild.cli",),
 }
 ORDER = list(LAYERS)
