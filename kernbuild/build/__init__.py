@@ -30,7 +30,8 @@ def open_repository(workspace: Workspace, suite: Suite, locks: StateLocks | None
         with locks.hold("repo"):  # two first runs at once must not make two keys
             key = SigningKey.ensure(workspace.gnupg, uid=uid)
     return AptRepository(workspace.repo, suite.settings.repo_distribution, key,
-                         origin=suite.settings.name, label=suite.settings.name, locks=locks)
+                         origin=suite.settings.name, label=suite.settings.name, locks=locks,
+                         rolling=suite.settings.rolling_distribution)
 
 
 def _has_secret_key(gnupg: Path) -> bool:
@@ -87,13 +88,15 @@ def open_builder(workspace: Workspace, suite: Suite, jobs: int = 1,
     """A :class:`PackageBuilder` for ``suite``, making the build images if they are missing."""
     from kernbuild import engine
     from kernbuild.build import environment
+    from kernbuild.build.downloads import download_cache
     from kernbuild.sources import SourceCache
 
     client = engine.connect()
     claim_containers(workspace, client, say)
     locks = workspace.locks(say)
     with locks.hold("environment"):  # a second command waits, then finds the images made
-        env = environment.ensure(client, suite.settings, workspace.images, say)
+        env = environment.ensure(client, suite.settings, workspace.images, say,
+                                 downloads=download_cache(workspace.state))
     return PackageBuilder(
         suite=suite, workspace=workspace, environment=env,
         sources=SourceCache.for_workspace(workspace, suite.settings),

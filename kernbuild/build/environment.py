@@ -13,12 +13,14 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from kernbuild import engine
+from kernbuild.build.downloads import bridge_gateway, open_proxy
 from kernbuild.engine import image_id
 from kernbuild.errors import KernError
 from kernbuild.recipe.model import SuiteSettings
@@ -57,8 +59,9 @@ def build_dockerfile(base: str) -> str:
 
 
 def ensure(client: "docker.DockerClient", settings: SuiteSettings, work: Path,
-           say: Say = lambda _: None) -> BuildEnvironment:
-    """The suite's base and build images, made if missing (minutes), looked up if present."""
+           say: Say = lambda _: None, downloads: Path | None = None) -> BuildEnvironment:
+    """The suite's base and build images, made if missing (minutes), looked up if present;
+    the build image's packages through the download cache ``downloads``, if given."""
     base, base_id = ensure_base(client, settings, work, say)
     dockerfile = build_dockerfile(base)
     digest = hashlib.sha256((dockerfile + base_id).encode()).hexdigest()[:12]
@@ -66,7 +69,7 @@ def ensure(client: "docker.DockerClient", settings: SuiteSettings, work: Path,
     build_id = image_id(client, tag)
     if build_id is None:
         say(f"making the build image {tag}")
-        build_id = build_image(client, dockerfile, tag, work)
+        build_id = build_image(client, dockerfile, tag, work, downloads=downloads)
     return BuildEnvironment(base, base_id, tag, build_id)
 
 
@@ -78,15 +81,21 @@ def ensure_base(client: "docker.DockerClient", settings: SuiteSettings, work: Pa
 
 
 def build_image(client: "docker.DockerClient", dockerfile: str, tag: str, work: Path,
-                files: dict[str, bytes] | None = None) -> str:
-    """``docker build`` of a Dockerfile text (and context files); returns the image id."""
+                files: dict[str, bytes] | None = None, downloads: Path | None = None) -> str:
+    """``docker build`` of a Dockerfile text (and context files); returns the image id.
+    With ``downloads``, apt in its RUN steps fetches through that download cache (on the
+    default bridge, by the ``http_proxy`` build argument, which no layer depends on)."""
     work.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=work) as context:
+    proxy = open_proxy(downloads, bridge_gateway(client)) if downloads else None
+    with tempfile.TemporaryDirectory(dir=work) as context, \
+            proxy if proxy is not None else nullcontext():
         Path(context, "Dockerfile").write_text(dockerfile)
         for name, content in (files or {}).items():
             Path(context, name).write_bytes(content)
         image = engine.build(client, context, tag, "read the lines above; a network failure "
-                                                   "to Debian's archive is worth one retry")
+                                                   "to Debian's archive is worth one retry",
+                             buildargs={"http_proxy": proxy.url} if proxy else None,
+                             retry=lambda log: bool(proxy and proxy.drop(log)))
     return image.id
 
 

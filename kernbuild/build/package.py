@@ -9,7 +9,9 @@ changed does no work, and a change to one recipe rebuilds it and exactly its
 reverse dependencies.
 
 Each build runs in a new container of the build image: build dependencies come
-from Debian's archive and from kernbuild's own signed repository, then the
+from Debian's archive (through the download cache, :mod:`kernbuild.build.downloads`,
+so the next build reuses what this one fetched) and from kernbuild's own signed
+repository, then the
 container is cut off the network and dpkg-buildpackage runs offline, then
 lintian. Results are written to the cache atomically and published at once, so
 the next recipe in the order can build-depend on them.
@@ -33,15 +35,18 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from kernbuild import cuda, debian
+from kernbuild.build.downloads import DownloadProxy, ProxyOnDemand, download_cache
 from kernbuild.build.environment import BuildEnvironment, build_dockerfile
-from kernbuild.engine import APT_UPDATE_RETRIED
+from kernbuild.engine import APT_UPDATE_RETRIED, disk_full
 from kernbuild.cuda import driver_packages
 from kernbuild.errors import KernError
+from kernbuild.failpoints import boundary
 from kernbuild.fsutil import remove_tree
 from kernbuild.locks import StateLocks, process_alive
 from kernbuild.recipe.graph import build_order, dependencies
@@ -104,6 +109,7 @@ class PackageBuilder:
     report: Report = lambda recipe, state, detail: None
     locks: StateLocks | None = None  # default: the workspace's, waiting as it says
     _keys: dict[str, str] = field(default_factory=dict)
+    _downloads: ProxyOnDemand | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         if self.locks is None:
@@ -278,7 +284,10 @@ class PackageBuilder:
                 self.repo.publish(list(result.debs))
             self.report(result.recipe, result.state, result.error or f"{result.seconds:.1f} s")
 
-        with ThreadPoolExecutor(max_workers=max(1, self.jobs)) as pool:
+        # Build dependencies come through the download cache (kernbuild.build.downloads),
+        # its proxy stopped once the pool has finished every build.
+        self._downloads = ProxyOnDemand(download_cache(self.workspace.state))
+        with closing(self._downloads), ThreadPoolExecutor(max_workers=max(1, self.jobs)) as pool:
             running: dict[Future, str] = {}
             while len(results) < len(order):
                 for recipe in order:
@@ -409,6 +418,7 @@ class PackageBuilder:
             os.utime(final / "manifest.json")
             return
         aside = final.with_name(f".old-{os.getpid()}-{final.name}")
+        boundary("commit:build-entry")
         if final.exists():
             os.replace(final, aside)
         try:
@@ -437,6 +447,8 @@ class PackageBuilder:
             mounts[str(scratch / "areas.list")] = {
                 "bind": "/etc/apt/sources.list.d/debian-areas.list", "mode": "ro"}
         where = f"/build/{tree_name}"
+        proxy = self._downloads.get(client) if self._downloads is not None else None
+        apt_env = {"http_proxy": proxy.url} if proxy is not None else None
         with DockerSession(client, self.environment.image_id, volumes=mounts,
                            labels={"kernbuild": "build", "kernbuild.recipe": recipe.name},
                            state=self.workspace.state,
@@ -446,13 +458,17 @@ class PackageBuilder:
             # fault: try three times before failing the build.
             self._exec(session, ["sh", "-c", APT_UPDATE_RETRIED], log, recipe,
                        "apt-get update failed",
-                       "is Debian's archive reachable from containers?")
+                       "is Debian's archive reachable from containers?", environment=apt_env,
+                       refused=proxy)
             # A variant's build dependencies are most likely the ones that went wrong.
             line, _ = recipe.where(("variants", recipe.variant.name, "build", "depends")
                                    if recipe.variant else ("build", "depends"))
             self._exec(session, ["apt-get", "build-dep", "-y", where], log, recipe,
                        "its build dependencies could not be installed",
-                       f"check build.depends in {recipe.path}:{line}")
+                       f"check build.depends in {recipe.path}:{line}", environment=apt_env,
+                       refused=proxy)
+            if proxy is not None:  # this container's share of what the cache did
+                log.write(f"# {proxy.counts(_address(session.container))}\n")
             # Build offline: a build that fetches from the network is not reproducible.
             self._disconnect(client, session.container)
             self.report(recipe.name, "building", "dpkg-buildpackage (offline)")
@@ -481,18 +497,38 @@ class PackageBuilder:
 
     def _exec(self, session: DockerSession, command: list[str], log, recipe: Recipe,
               failure: str, hint: str, workdir: str = "/build",
-              environment: dict | None = None) -> str:
+              environment: dict | None = None,
+              refused: DownloadProxy | None = None) -> str:
+        """Run one step; with ``refused``, an apt step whose cached downloads apt refused
+        drops them from the cache and runs once more (fetching them anew)."""
         log.write(f"$ {' '.join(command)}\n")
         log.flush()
         result = session.exec(command, workdir=workdir, environment=environment, log=log)
         # One line per step, so a slow build can be read off its log.
         step = command[2].split()[0] if command[0] == "sh" else command[0]
         log.write(f"# {step} took {result.seconds:.2f} s, exit {result.exit_code}\n")
+        if not result.ok and refused is not None:
+            dropped = refused.drop(result.output)
+            if dropped:
+                log.write(f"# apt refused {len(dropped)} file(s) from the download cache "
+                          "(dropped there): once more\n")
+                return self._exec(session, command, log, recipe, failure, hint, workdir,
+                                  environment)
         if not result.ok:
+            full = disk_full(session.client, result.output, f"building {recipe.name}")
+            if full is not None:
+                raise full
             tail = "\n".join(result.output.splitlines()[-LOG_TAIL:])
             raise KernError(f"{recipe.name}: {failure} (exit {result.exit_code}):\n{tail}",
                             f"{hint}; the whole log is kept in {log.name}".lstrip("; "))
         return result.output
+
+
+def _address(container) -> str:
+    """The container's IP address on its (first) network."""
+    container.reload()
+    networks = container.attrs["NetworkSettings"]["Networks"].values()
+    return next((n["IPAddress"] for n in networks if n.get("IPAddress")), "")
 
 
 def _refuse_driver_dependencies(recipe: Recipe, debs: list[Path]) -> None:

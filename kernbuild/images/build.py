@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from kernbuild.errors import KernError
+from kernbuild.failpoints import boundary
 from kernbuild.images.plan import (GPU_CHECK, GPU_VARIANT, ImagePlan, image_packages,
                                    plan_gpu_image, plan_image, suite_plans)
 from kernbuild.images.writers import WRITERS, render_context
@@ -59,6 +60,7 @@ def build_images(workspace, suite: Suite, names: list[str], *,
     them, to say whether this host can run it.
     """
     from kernbuild.build import open_builder
+    from kernbuild.build.downloads import download_cache
     from kernbuild.build.package import published_versions
     from kernbuild.images.docker import build_image, serve_repository
     from kernbuild.images.gpu import check_gpu, refuse_driver_libraries
@@ -104,7 +106,9 @@ def build_images(workspace, suite: Suite, names: list[str], *,
             report(recipe.name, "image", f"docker build {plan.tag}")
             with serve_repository(client, builder.repo, env.image) as network:
                 built = build_image(client, plan, pins, keyring_sha256, labels, network,
-                                    workspace.images)
+                                    workspace.images, download_cache(workspace.state))
+            if built.downloads:
+                report(recipe.name, "image", built.downloads)
             entry = replace(entry, image=built.id, size=built.size)
             if plan.cuda:
                 report(recipe.name, "image", "checking for driver libraries")
@@ -177,6 +181,7 @@ def make_sif(client, plan: ImagePlan, built, directory: Path, work: Path,
                 sif.assemble_sif(rootfs, definition, built.labels, made)
                 shutil.rmtree(rootfs)
                 how = "mksquashfs+siftool"
+            boundary("commit:sif-cache")
             os.replace(made, cached)  # the cache holds whole, signed SIFs only
         if target.resolve() != cached.resolve():
             atomic_copy(cached, target)  # readers see the old SIF or the new one, whole

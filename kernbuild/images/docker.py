@@ -5,19 +5,23 @@ repository reaches it over a private Docker network: a small web server
 container answers there as ``kern-repo``, the name the rendered files use, so
 the URL, and with it Docker's layer cache, is the same on every build.
 Exact package versions come in as build arguments, one per layer: a new
-version rebuilds its layer and the ones above it, nothing else.
+version rebuilds its layer and the ones above it, nothing else. Debian's
+packages come through the download cache (:mod:`kernbuild.build.downloads`), so
+a rebuild fetches none of them again.
 """
 
 from __future__ import annotations
 
 import secrets
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from kernbuild import engine
+from kernbuild.build.downloads import bridge_gateway, open_proxy
+from kernbuild.failpoints import boundary
 from kernbuild.images.plan import DEFAULT_REPO_URL, ImagePlan
 from kernbuild.images.writers import render_context
 
@@ -35,39 +39,60 @@ class BuiltImage:
     id: str
     size: int
     labels: dict[str, str]
+    downloads: str = ""  # what the download cache did for this build, when it was used
 
 
 @contextmanager
 def serve_repository(client: "docker.DockerClient", repo: "AptRepository",
                      server_image: str) -> Iterator[str]:
     """A private network on which ``repo`` answers at http://kern-repo; yields its name."""
+    from kernbuild.runtime.docker import GUARD, container_labels
+
     name = f"kernbuild-{secrets.token_hex(4)}"
-    network = client.networks.create(name, driver="bridge", labels={"kernbuild": "repo"})
+    # Labelled as this process's own, like every container it starts: stopped with it,
+    # or reaped with its network by the next command if it was SIGKILLed.
+    labels = container_labels({"kernbuild": "repo"})
+    network = client.networks.create(name, driver="bridge", labels=labels)
     server = None
     try:
         server = client.containers.create(
             server_image, ["python3", "-m", "http.server", "80", "--directory", "/srv/current"],
-            name=name, detach=True, labels={"kernbuild": "repo"},
+            name=name, detach=True, labels=labels,
             volumes={str(repo.root.resolve()): {"bind": "/srv", "mode": "ro"}},
             network=name,
             networking_config={name: client.api.create_endpoint_config(aliases=[REPO_ALIAS])})
+        GUARD.started(server)
         server.start()
+        boundary("container:repo")
         yield name
     finally:
         if server is not None:
             server.remove(force=True)
+            GUARD.finished(server)
         network.remove()
 
 
 def build_image(client: "docker.DockerClient", plan: ImagePlan, pins: list[str],
                 keyring_sha256: str, labels: dict[str, str], network: str,
-                work: Path) -> BuiltImage:
+                work: Path, downloads: Path | None = None,
+                nocache: bool = False) -> BuiltImage:
     """``docker build`` of ``plan``; ``pins`` are the layers' packages as name=version,
-    ``keyring_sha256`` the sha256 of the repository's keyring file."""
+    ``keyring_sha256`` the sha256 of the repository's keyring file.
+
+    With ``downloads`` (a download cache, :mod:`kernbuild.build.downloads`), Debian's
+    packages come through a caching proxy on ``network``'s gateway, named by the
+    predefined ``http_proxy`` build argument: Docker keeps it out of the layer cache and
+    the image, and the rendered Dockerfiles never name it. The suite's repository is
+    reached directly (``no_proxy``): only this network resolves its name. ``nocache``
+    builds every layer anew (tests/bench/bench_package.py's cold image rebuild)."""
     work.mkdir(parents=True, exist_ok=True)
     buildargs = {"KERN_REPO": DEFAULT_REPO_URL, "KERN_KEYRING_SHA256": keyring_sha256}
     buildargs.update({f"KERN_LAYER_{i}": layer for i, layer in enumerate(pins, 1)})
-    with tempfile.TemporaryDirectory(dir=work) as context:
+    proxy = open_proxy(downloads, bridge_gateway(client, network)) if downloads else None
+    with tempfile.TemporaryDirectory(dir=work) as context, \
+            proxy if proxy is not None else nullcontext():
+        if proxy is not None:
+            buildargs.update(http_proxy=proxy.url, no_proxy=REPO_ALIAS)
         for path, text in render_context([plan]).items():
             target = Path(context, path)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -76,5 +101,8 @@ def build_image(client: "docker.DockerClient", plan: ImagePlan, pins: list[str],
         image = engine.build(client, context, plan.tag,
                              "a package that does not install is worth a 'kernbuild smoke' "
                              "of its recipe", dockerfile=f"{plan.name}/Dockerfile",
-                             buildargs=buildargs, labels=labels, network_mode=network)
-    return BuiltImage(plan.tag, image.id, image.attrs["Size"], image.labels or {})
+                             buildargs=buildargs, labels=labels, network_mode=network,
+                             nocache=nocache,
+                             retry=lambda log: bool(proxy and proxy.drop(log)))
+        downloaded = str(proxy.counts()) if proxy is not None else ""
+    return BuiltImage(plan.tag, image.id, image.attrs["Size"], image.labels or {}, downloaded)

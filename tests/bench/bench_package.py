@@ -1,6 +1,8 @@
 """Benchmark: package builds, measured side by side in one run.
 
     python tests/bench/bench_package.py [--recipe wcslib] [--rounds 3]
+    python tests/bench/bench_package.py --downloads [--dep-recipe pyvkfft]
+                                        [--subset a,b,c | --subset all] [--image-recipe katversion]
 
 Prints two ratios:
 
@@ -16,6 +18,21 @@ Prints two ratios:
    ``dpkg-buildpackage``), alternated round by round so both see the same
    machine (goal: at most 10% overhead). lintian's share is printed apart,
    since the bare build runs no lintian.
+
+With ``--downloads`` it prints instead the three figures of the download cache
+(kernbuild.build.downloads), each side by side in one run:
+
+3. dependency installation (``apt-get update`` and ``build-dep`` in the build log) of
+   a cold build of ``--dep-recipe`` into an empty state with an empty download
+   cache, against a second cold build into another empty state, the download cache
+   kept (goal: at most 10%);
+4. a cold ``kernbuild package`` of ``--subset`` (default: a few small independent
+   recipes; ``--subset all`` for the whole suite, which takes tens of minutes) with
+   ``-j 1`` against ``-j 2``, each into an empty state, the download cache kept
+   (goal: -j 2 at least 1.6 times faster);
+5. the Docker image of ``--image-recipe`` built with an empty download cache against
+   the same build again, Docker's layer cache bypassed both times (``nocache``), the
+   download cache kept (goal: at most 0.5).
 
 Needs a running Docker engine and network to Debian's archive and PyPI.
 """
@@ -34,12 +51,20 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from kernbuild.build.downloads import CACHE_ENV  # noqa: E402
+
+#: Small recipes that depend on no other recipe: a cold build of them can run two at once.
+SUBSET = ("katversion", "future", "eval-type-backport", "fortranformat")
 
 
-def kernbuild(state: Path, *args: str) -> subprocess.CompletedProcess:
+def kernbuild(state: Path, *args: str, downloads: Path | None = None
+              ) -> subprocess.CompletedProcess:
+    env = {**os.environ, **({CACHE_ENV: str(downloads)} if downloads else {})}
     result = subprocess.run([sys.executable, "-m", "kernbuild.cli", "--recipes",
                              str(ROOT / "recipes"), "--state", str(state), *args],
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, env=env)
     if result.returncode != 0:
         sys.exit(f"kernbuild {' '.join(args)} failed:\n{result.stderr}")
     return result
@@ -78,11 +103,100 @@ def lintian_seconds(state: Path, recipe: str) -> float:
                       if line.startswith("# lintian took")))
 
 
+def dependency_seconds(state: Path, recipe: str, downloads: Path) -> tuple[float, str]:
+    """A cold build of ``recipe`` into the empty ``state``: the seconds its build log
+    gives apt-get update and build-dep, and the log's download cache line."""
+    built = {r["recipe"]: r for r in json.loads(
+        kernbuild(state, "package", recipe, "--json", downloads=downloads).stdout)}[recipe]
+    log = (state / "builds" / "logs" / f"{recipe}-{built['key'][:12]}.log").read_text()
+    steps = [float(line.split()[3]) for line in log.splitlines()
+             if line.startswith(("# for took", "# apt-get took"))]
+    cache = next((line[2:] for line in log.splitlines() if line.startswith("# download cache")),
+                 "no download cache line")
+    return sum(steps), cache
+
+
+def image_seconds(state: Path, recipe: str, downloads: Path) -> float:
+    """A ``docker build`` of ``recipe``'s image from the packages in ``state``, every
+    layer anew, under a benchmark-only tag; removed after."""
+    import hashlib
+    from dataclasses import replace
+
+    from kernbuild import engine
+    from kernbuild.build import open_repository
+    from kernbuild.build.package import published_versions
+    from kernbuild.images.docker import build_image, serve_repository
+    from kernbuild.images.plan import plan_image
+    from kernbuild.recipe import load_suite
+    from kernbuild.workspace import Workspace
+
+    suite = load_suite(ROOT / "recipes")
+    repo = open_repository(Workspace(ROOT / "recipes", state), suite)
+    client = engine.connect()
+    build = next(t for i in client.images.list("kern/build") for t in i.tags)
+    plan = plan_image(suite, suite.get(recipe), suite.settings.base_tag)
+    plan = replace(plan, tag=f"kernbench/{recipe}:downloads")
+    versions = published_versions(repo, suite)
+    pins = [" ".join(f"{p}={versions[p]}" if p in suite.maker else p for p in layer.packages)
+            for layer in plan.layers]
+    keyring = hashlib.sha256((repo.root / "kern-archive-keyring.gpg").read_bytes()).hexdigest()
+    with serve_repository(client, repo, build) as network:
+        started = time.perf_counter()
+        built = build_image(client, plan, pins, keyring, {}, network, state / "images",
+                            downloads, nocache=True)
+        seconds = time.perf_counter() - started
+    print(f"  image {built.tag}: {seconds:.1f} s, {built.downloads}")
+    client.images.remove(built.tag)
+    return seconds
+
+
+def downloads_figures(args) -> None:
+    """Figures 3, 4 and 5 of the module docstring."""
+    work = Path(tempfile.mkdtemp(prefix="kernbuild-bench-downloads-"))
+    try:
+        cache = work / "downloads"
+        first, first_cache = dependency_seconds(work / "dep-1", args.dep_recipe, cache)
+        second, second_cache = dependency_seconds(work / "dep-2", args.dep_recipe, cache)
+        print(f"{args.dep_recipe}: dependency installation, cold build, empty download cache "
+              f"{first:7.2f} s  ({first_cache})")
+        print(f"{args.dep_recipe}: dependency installation, cold build, download cache kept "
+              f"{second:7.2f} s  ({second_cache})")
+        print(f"second/first: {second / first:.2f} (goal: <= 0.10)\n")
+
+        subset = all_recipes(work / "graph") if args.subset == "all" else args.subset.split(",")
+        one = timed(lambda: kernbuild(work / "j1", "package", "-j", "1", *subset,
+                                      downloads=cache))
+        two = timed(lambda: kernbuild(work / "j2", "package", "-j", "2", *subset,
+                                      downloads=cache))
+        print(f"cold package of {len(subset)} recipes ({', '.join(subset)}), download cache kept")
+        print(f"-j 1 {one:8.2f} s\n-j 2 {two:8.2f} s")
+        print(f"-j 2 is {one / two:.2f} times faster (goal: >= 1.6)\n")
+
+        kernbuild(work / "j2", "package", args.image_recipe, downloads=cache)
+        images = work / "image-downloads"
+        cold = image_seconds(work / "j2", args.image_recipe, images)
+        again = image_seconds(work / "j2", args.image_recipe, images)
+        print(f"image of {args.image_recipe}, every layer built anew: empty download cache "
+              f"{cold:7.2f} s, download cache kept {again:7.2f} s")
+        print(f"rebuild/first: {again / cold:.2f} (goal: <= 0.5)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="wcslib", help="recipe for the overhead comparison")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--downloads", action="store_true",
+                        help="measure the download cache's figures instead")
+    parser.add_argument("--dep-recipe", default="pyvkfft")
+    parser.add_argument("--subset", default=",".join(SUBSET),
+                        help="recipes for -j 1 against -j 2, comma-separated, or 'all'")
+    parser.add_argument("--image-recipe", default="katversion")
     args = parser.parse_args()
+    if args.downloads:
+        downloads_figures(args)
+        return
     state = Path(tempfile.mkdtemp(prefix="kernbuild-bench-"))
     try:
         recipes = all_recipes(state)

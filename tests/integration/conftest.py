@@ -40,6 +40,23 @@ def require_tools(*tools: tuple[str, str]) -> None:
         pytest.skip(problem)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_download_cache(tmp_path_factory):
+    """One download cache for every state directory of the session (kernbuild's
+    KERNBUILD_DOWNLOAD_CACHE): each test's fresh state still builds everything, but
+    fetches each Debian package (CUDA's included) once per session, not once per test.
+    A cache named by the environment already (CI's, kept between runs) is used as it is."""
+    from kernbuild.build.downloads import CACHE_ENV
+
+    if os.environ.get(CACHE_ENV):
+        yield Path(os.environ[CACHE_ENV])
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        cache = tmp_path_factory.mktemp("downloads")
+        patch.setenv(CACHE_ENV, str(cache))
+        yield cache
+
+
 @pytest.fixture(scope="session")
 def docker_engine():
     """A client of the running engine; skip (or fail in CI) without one."""
