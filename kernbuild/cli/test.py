@@ -27,9 +27,14 @@ def matrix_test(ctx: typer.Context,
                                                      help="Only this image (repeatable)."),
                 target: list[str] = typer.Option([], "--target", "-t",
                                                  help=f"{', '.join(RUNNERS)} (repeatable)."),
-                jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Cells at once."),
+                jobs: int = typer.Option(1, "--jobs", "-j", min=1,
+                                         help="Cells at once; with --executor slurm, Slurm "
+                                              "jobs at once, each running its share of the "
+                                              "cells one after another."),
                 executor: str = typer.Option("local", "--executor",
-                                             help="local, or slurm: each cell a Slurm job."),
+                                             help="local, or slurm: the cells packed into "
+                                                  "Slurm jobs (up to --jobs), balanced by "
+                                                  "what each took last time."),
                 slurm_args: str = typer.Option("", "--slurm-args",
                                                help="Extra sbatch arguments, such as "
                                                     "'--partition=debug --time=10'."),
@@ -73,11 +78,11 @@ def matrix_test(ctx: typer.Context,
                 live.update(table())
 
         run = run_matrix(ws, suite, pipelines=pipeline or None, images=image_name or None,
-                             targets=target or None, jobs=jobs, resume=resume,
-                             executor=executor, slurm_args=shlex.split(slurm_args),
-                             gpu=gpu, report=report,
-                             say=lambda text: live.console.print(text, markup=False,
-                                                                 highlight=False))
+                         targets=target or None, jobs=jobs, resume=resume,
+                         executor=executor, slurm_args=shlex.split(slurm_args),
+                         gpu=gpu, report=report,
+                         say=lambda text: live.console.print(text, markup=False,
+                                                             highlight=False))
     results = run.cells
     if junit:
         write_junit(results, junit)
@@ -89,7 +94,9 @@ def matrix_test(ctx: typer.Context,
                       "target": r.target, **dict(zip(("engine", "runner"),
                                                      engine_and_runner(r.target))),
                       "status": r.status, "reason": r.reason,
-                      "seconds": round(r.seconds, 3), "resumed": r.resumed, "key": r.key,
+                      "seconds": round(r.seconds, 3), "overhead": round(r.overhead, 3),
+                      "started": round(r.started, 3),
+                      "resumed": r.resumed, "key": r.key,
                       "steps": to_json(r.steps)} for r in results])
     else:
         rows, targets, cells = grid(results)

@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -102,17 +102,37 @@ def kept_dir(state: Path) -> Path:
     return state / "matrix" / "cells"
 
 
-def run_cell(cell: Cell, scratch_root: Path, keep: Path | None = None) -> CellResult:
+def cell_timeout(cell: Cell) -> float:
+    """The most seconds the cell's own timeouts let it run: its steps' (or its CWL
+    workflow's) and its GPU check's. What a Slurm job holding it must allow."""
+    own = CWL_TIMEOUT if cell.pipeline.pipeline.cwl is not None else sum(
+        step.timeout for _, step in cell.pipeline.pipeline.all_steps)
+    return own + (GPU_CHECK_TIMEOUT if cell.gpu else 0)
+
+
+def run_cell(cell: Cell, scratch_root: Path, keep: Path | None = None,
+             started: float | None = None) -> CellResult:
     """Run one cell's workflow in a fresh scratch directory; a CWL workflow's outputs
-    and its runner's job logs are then moved to ``keep`` (replacing what was there)."""
+    and its runner's job logs are then moved to ``keep`` (replacing what was there).
+
+    ``started`` (Unix time, default now) is when the cell's turn began, so that its
+    seconds and its overhead (to its first step) count what came before this call,
+    such as the Slurm job's start."""
+    began = time.time() if started is None else started
+    clock = time.monotonic() - (time.time() - began)  # the same moment, monotonic
     reason = cell.target.unavailable()
     if reason:
         return cell.result("skip", reason)
     scratch_root.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f"{cell.pipeline.name}-", dir=scratch_root))
     scratch.chmod(0o777)  # the workflow may run as another user inside the image
-    started = time.monotonic()
     steps: list[StepResult] = []
+    overhead = time.monotonic() - clock
+
+    def result(status: str, reason: str = "") -> CellResult:
+        return replace(cell.result(status, reason, time.monotonic() - clock, steps),
+                       overhead=overhead, started=began)
+
     try:
         if cell.gpu:
             check = cell.target.run(cell.image_ref, GPU_CHECK, scratch,
@@ -123,8 +143,7 @@ def run_cell(cell: Cell, scratch_root: Path, keep: Path | None = None) -> CellRe
                 said = [line for line in check.output.splitlines()
                         if line.strip() and not line.startswith(f"{GPU_CHECK}:")]
                 line = said[-1] if said else f"exit {check.exit_code}"
-                return cell.result("skip", f"{GPU_CHECK}: {line}", time.monotonic() - started,
-                                   steps)
+                return result("skip", f"{GPU_CHECK}: {line}")
         cwl = cell.pipeline.pipeline.cwl
         if cwl is not None:
             recipes = cell.pipeline.path.parent
@@ -135,25 +154,21 @@ def run_cell(cell: Cell, scratch_root: Path, keep: Path | None = None) -> CellRe
             if keep is not None:
                 _keep_outputs(scratch, keep)
             if record.timed_out:
-                return cell.result("fail", f"the workflow timed out after {CWL_TIMEOUT} s",
-                                   time.monotonic() - started, steps)
+                return result("fail", f"the workflow timed out after {CWL_TIMEOUT} s")
             if record.exit_code != 0:
-                return cell.result("fail", f"the workflow failed (exit {record.exit_code}): "
-                                   f"{_last_error(record.output)}", time.monotonic() - started,
-                                   steps)
-            return cell.result("pass", "", time.monotonic() - started, steps)
+                return result("fail", f"the workflow failed (exit {record.exit_code}): "
+                              f"{_last_error(record.output)}")
+            return result("pass")
         for phase, step in cell.pipeline.pipeline.all_steps:
             record = cell.target.run(cell.image_ref, step.run, scratch,
                                      step.timeout).named(phase, step.name)
             steps.append(record)
             if record.timed_out:
-                return cell.result("fail", f"{phase} {step.name} timed out after "
-                                   f"{step.timeout} s", time.monotonic() - started, steps)
+                return result("fail", f"{phase} {step.name} timed out after {step.timeout} s")
             if record.exit_code != 0:
                 what = "assertion" if phase == "assert" else phase
-                return cell.result("fail", f"{what} {step.name} failed (exit "
-                                   f"{record.exit_code})", time.monotonic() - started, steps)
-        return cell.result("pass", "", time.monotonic() - started, steps)
+                return result("fail", f"{what} {step.name} failed (exit {record.exit_code})")
+        return result("pass")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -183,7 +198,9 @@ def run_matrix(workspace, suite: Suite, *, pipelines: list[str] | None = None,
                report: Callable[[CellResult | Cell, str], None] = lambda *_: None,
                say=lambda _: None) -> MatrixRun:
     """Plan the matrix, make its images, run its cells ``jobs`` at a time, here
-    (``executor="local"``) or each as a Slurm job (``"slurm"``).
+    (``executor="local"``) or on Slurm (``"slurm"``), packed into at most ``jobs``
+    Slurm jobs at once that each run their share one after another
+    (:mod:`kernbuild.matrix.slurm`).
 
     With ``gpu``, the GPU image of every image whose recipe has a gpu variant joins
     the matrix; its cells run kern-gpu-check first, with the host's GPUs handed over
@@ -214,6 +231,7 @@ def run_matrix(workspace, suite: Suite, *, pipelines: list[str] | None = None,
         if reason:
             raise KernError(f"the Slurm executor cannot run: {reason}",
                             "start a cluster (bash ci/setup-slurm.sh) or use --executor local")
+        slurm.reap(workspace.state, say)  # the jobs of a killed run on this state
     wanted_targets = [t for t in all_targets(workspace, suite)
                       if not targets or t.name in targets]
     if slurm is not None:  # a runner that schedules its own jobs (Toil) does so on Slurm
@@ -266,45 +284,95 @@ def run_matrix(workspace, suite: Suite, *, pipelines: list[str] | None = None,
                               for target in targets_ if target.workflows == kind]
         state = MatrixState(workspace.state / "matrix" / "results.sqlite")
         scratch = workspace.state / "matrix" / "scratch"
-        # What each target prepares once per image (a SIF unpacked, an image loaded into
-        # udocker, a chroot made), done before any cell runs, so no cell waits on another.
+        # What each target prepares once per image (a SIF unpacked and its signature
+        # verified, an image loaded into udocker, a chroot made), done before any cell
+        # runs, so no cell waits on another; the targets prepare side by side, ``jobs``
+        # at a time, each its own images one after another (a target's caches are its
+        # own, and most of its work is waiting on apptainer, udocker or mmdebstrap).
         # An image that cannot be made ready (a SIF whose signature does not verify, an
         # image udocker cannot load) fails its cells with the reason; the others go on.
-        prepared: dict[tuple[str, str], str] = {}  # (target, digest) -> "" or why not
+        wanted: dict[str, list[Cell]] = {}  # target -> one cell per image to prepare
         for cell in cells:
-            if (cell.target.name, cell.digest) in prepared or cell.target.unavailable() \
-                    or (resume and state.passed(cell.key)):
+            if cell.target.unavailable() or (resume and state.passed(cell.key)):
                 continue
-            say(f"{cell.target.name}: preparing {cell.image} ({cell.form})")
-            try:
-                cell.target.prepare(cell.image_ref)
-                prepared[cell.target.name, cell.digest] = ""
-            except KernError as exc:
-                say(f"{cell.target.name}: cannot prepare {cell.image}: {exc.message}")
-                prepared[cell.target.name, cell.digest] = exc.message
+            mine = wanted.setdefault(cell.target.name, [])
+            if all(c.digest != cell.digest for c in mine):
+                mine.append(cell)
 
-        def run(cell: Cell) -> CellResult:
-            stored = state.passed(cell.key) if resume else None
-            if stored is not None:
-                report(stored, "resumed")
-                return stored
-            report(cell, "running")
-            if why := prepared.get((cell.target.name, cell.digest)):
-                result = cell.result("fail", f"cannot run {cell.image} ({cell.form}): {why}")
-            elif slurm is not None and not cell.target.schedules_on_slurm \
-                    and not cell.target.unavailable():
-                result = slurm.run(cell, workspace.recipes, workspace.state)
-            else:
-                result = run_cell(cell, scratch, kept_dir(workspace.state) / cell.key)
+        def prepare(target_cells: list[Cell]) -> dict[tuple[str, str], str]:
+            ready = {}
+            for cell in target_cells:
+                say(f"{cell.target.name}: preparing {cell.image} ({cell.form})")
+                try:
+                    cell.target.prepare(cell.image_ref)
+                    ready[cell.target.name, cell.digest] = ""
+                except KernError as exc:
+                    say(f"{cell.target.name}: cannot prepare {cell.image}: {exc.message}")
+                    ready[cell.target.name, cell.digest] = exc.message
+            return ready
+
+        prepared: dict[tuple[str, str], str] = {}  # (target, digest) -> "" or why not
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            for ready in pool.map(prepare, wanted.values()):
+                prepared.update(ready)
+
+        def finish(result: CellResult) -> CellResult:
             state.record(result)
             report(result, result.status)
             return result
 
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            results = list(pool.map(run, cells))
+        def settled(cell: Cell) -> CellResult | None:
+            """The cell's result without running it: resumed, or its image not ready."""
+            stored = state.passed(cell.key) if resume else None
+            if stored is not None:
+                report(stored, "resumed")
+                return stored
+            if why := prepared.get((cell.target.name, cell.digest)):
+                return finish(cell.result("fail", f"cannot run {cell.image} ({cell.form}): "
+                                          f"{why}"))
+            return None
+
+        def run(cell: Cell) -> CellResult:
+            started = time.time()  # its turn: a worker took it up
+            report(cell, "running")
+            return finish(run_cell(cell, scratch, kept_dir(workspace.state) / cell.key,
+                                   started=started))
+
+        results: dict[str, CellResult] = {}
+        to_run = []
+        for cell in cells:
+            done = settled(cell)
+            if done is not None:
+                results[cell.key] = done
+            else:
+                to_run.append(cell)
+        # On Slurm, every cell but those of a runner that submits its own jobs (Toil) or
+        # that cannot run here (it is skipped, saying why) is packed into Slurm jobs.
+        on_slurm: list[Cell] = []
+        here: list[Cell] = []
+        for cell in to_run:
+            packed = slurm is not None and not cell.target.schedules_on_slurm \
+                and not cell.target.unavailable()
+            (on_slurm if packed else here).append(cell)
+        with ThreadPoolExecutor(max_workers=max(1, jobs) + (1 if on_slurm else 0)) as pool:
+            submitted = None
+            if on_slurm:
+                measured, by_target = state.durations()
+                from kernbuild.matrix.groups import expected_seconds
+
+                submitted = pool.submit(
+                    slurm.run_cells, on_slurm, workspace.recipes, workspace.state,
+                    slots=max(1, jobs), expected=expected_seconds(on_slurm, measured, by_target),
+                    on_submit=lambda group: [report(c, "queued") for c in group.cells],
+                    on_result=finish)
+            results.update({c.key: r for c, r in zip(here, pool.map(run, here))})
+            if submitted is not None:
+                for result in submitted.result():
+                    state.record(result)  # again, now with its job's log
+                    results[result.key] = result
         used = {cell.tag for cell in cells}
-        return MatrixRun(results, [b.lock for b in [*builds.values(), *gpu_builds.values()]
-                                   if b.lock.tag in used], kept_dir(workspace.state))
+        locks = [b.lock for b in [*builds.values(), *gpu_builds.values()] if b.lock.tag in used]
+        return MatrixRun([results[c.key] for c in cells], locks, kept_dir(workspace.state))
 
 
 def _last_error(output: str) -> str:

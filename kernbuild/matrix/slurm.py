@@ -1,17 +1,21 @@
-"""The Slurm executor: each matrix cell runs as one Slurm batch job.
+"""The Slurm executor: matrix cells packed into Slurm batch jobs, each cell its own result.
 
-The submitting side (:class:`SlurmExecutor`) writes the cell as a small JSON spec
-into a directory of its own, submits ``python -m kernbuild.matrix.slurm run-cell
-SPEC RESULT`` with ``sbatch``, polls until the job has ended and maps Slurm's
-final state to a :class:`CellResult`. The worker side (:func:`run_spec`) rebuilds
-the cell from the spec on the compute node (the suite is loaded again from the
-recipes directory, the target made afresh), runs it with :func:`run_cell` and
-writes the result atomically.
+A matrix cell takes seconds and a Slurm job costs seconds, so the cells are packed
+into a few jobs (:mod:`kernbuild.matrix.groups`: as many as ``--jobs`` allows and the
+work fills, balanced by what each cell took last time). The submitting side
+(:class:`SlurmExecutor`) writes a job's cells as JSON specs into a directory of its
+own, submits ``python -m kernbuild.matrix.slurm run-group GROUP RESULTS`` with
+``sbatch`` and polls until the job has ended. The worker (:func:`run_group`) loads the
+suite once, runs the cells one after another with :func:`run_cell` (each with its own
+scratch directory and step timeouts) and writes each cell's result, atomically, as
+soon as that cell has finished; the submitting side records each as it appears, so a
+job that dies later loses none that finished.
 
-Only a job that COMPLETED and left its result file is taken at its word: any other
-final state (TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, CANCELLED, FAILED, ...) fails the
-cell with that state and the job id named, whatever the exit code reads (a job
-killed by Slurm often reads 0:0).
+Slurm's accounting decides the rest: a cell the job left unfinished (it never started
+or was cut short) fails with the job's final state and id (TIMEOUT, NODE_FAIL,
+OUT_OF_MEMORY, CANCELLED, ...), whatever the exit code reads (a job killed by Slurm
+often reads 0:0), and ``--resume`` reruns exactly those. A cell that failed in a job
+that ran out of memory says so too.
 
 A runner that schedules its own jobs is not wrapped in one: Toil's cells run on the
 submitting host with ``--batchSystem slurm`` (:meth:`Runner.on_slurm`), and Toil
@@ -25,20 +29,24 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable, Sequence
 
 from kernbuild.fsutil import atomic_write_json
-from kernbuild.matrix import Cell, kept_dir, run_cell
+from kernbuild.matrix import Cell, cell_timeout, kept_dir, run_cell
+from kernbuild.matrix.groups import CellGroup, plan_groups
 from kernbuild.matrix.state import CellResult
 from kernbuild.results import StepResult, from_json, to_json
 
 HINT = "set up a one-node cluster with: bash ci/setup-slurm.sh (as root)"
-MARGIN_S = 120  # on top of the steps' timeouts: unpacking a SIF, starting Python
+MARGIN_S = 120  # on top of the cells' own timeouts: starting Python, a SIF unpacked
 END_STATES = {"COMPLETED", "FAILED", "TIMEOUT", "CANCELLED", "NODE_FAIL", "OUT_OF_MEMORY",
               "PREEMPTED", "BOOT_FAIL", "DEADLINE", "REVOKED", "SPECIAL_EXIT"}
 OOM_MARKS = ("Exceeded job memory limit", "exceeded memory limit", "oom-kill")
@@ -78,15 +86,24 @@ def make_target(name: str, suite, recipes: Path, state: Path):
                                                           suite.settings))
 
 
-def cell_from_spec(spec: dict) -> Cell:
+def cell_from_spec(spec: dict, suites: dict | None = None,
+                   targets: dict | None = None) -> Cell:
+    """The cell of ``spec``. ``suites`` and ``targets`` cache the suite and each target
+    across a job's cells: loaded once, and a target's per-process pool (udocker's
+    containers) reused from one cell to the next."""
     from kernbuild.recipe import load_suite
 
-    suite = load_suite(Path(spec["recipes"]))
-    state = Path(spec["state"])
-    target = make_target(spec["target"], suite, Path(spec["recipes"]), state)
-    if spec.get("gpu"):
-        target = target.with_gpu()
-    return Cell(suite.get(spec["pipeline"]), spec["image"], spec["form"], target,
+    suites = {} if suites is None else suites
+    targets = {} if targets is None else targets
+    recipes, state = Path(spec["recipes"]), Path(spec["state"])
+    if spec["recipes"] not in suites:
+        suites[spec["recipes"]] = load_suite(recipes)
+    suite = suites[spec["recipes"]]
+    made = (spec["recipes"], spec["state"], spec["target"], bool(spec.get("gpu")))
+    if made not in targets:
+        target = make_target(spec["target"], suite, recipes, state)
+        targets[made] = target.with_gpu() if spec.get("gpu") else target
+    return Cell(suite.get(spec["pipeline"]), spec["image"], spec["form"], targets[made],
                 spec["ref"], spec["digest"], spec.get("tag", ""),
                 tuple(spec.get("components", ())))
 
@@ -99,33 +116,48 @@ def _on_sigterm(signum, frame):
     raise _Terminated(f"signal {signum}")
 
 
-def run_spec(spec_path: Path, result_path: Path) -> CellResult:
-    """Run the cell of ``spec_path``; write its result to ``result_path``."""
-    spec = json.loads(Path(spec_path).read_text())
+def result_file(results: Path, key: str) -> Path:
+    """Where the worker writes the result of the cell ``key``."""
+    return Path(results) / f"{key}.json"
+
+
+def run_group(group_path: Path, results: Path) -> list[CellResult]:
+    """Run the cells of the job spec ``group_path`` one after another, writing each
+    one's result to ``results/<key>.json`` as soon as it has finished."""
+    spec = json.loads(Path(group_path).read_text())
     # Slurm sends SIGTERM (then SIGKILL after KillWait): unwind, so a target's cleanup
     # runs (the Docker target removes its container, which Slurm cannot see).
     signal.signal(signal.SIGTERM, _on_sigterm)
-    cell = cell_from_spec(spec)
-    state = Path(spec["state"])
-    result = run_cell(cell, state / "matrix" / "scratch", kept_dir(state) / cell.key)
-    atomic_write_json(Path(result_path), result_to_json(result), durable=True)
-    return result
+    suites: dict = {}
+    targets: dict = {}
+    turn = float(spec.get("submitted") or time.time())  # the first cell's turn: submission
+    done = []
+    for number, cell_spec_ in enumerate(spec["cells"], 1):
+        cell = cell_from_spec(cell_spec_, suites, targets)
+        state = Path(cell_spec_["state"])
+        result = run_cell(cell, state / "matrix" / "scratch", kept_dir(state) / cell.key,
+                          started=turn)
+        atomic_write_json(result_file(results, cell.key), result_to_json(result), durable=True)
+        print(f"kernbuild: cell {number}/{len(spec['cells'])}: {result.pipeline} in "
+              f"{result.image} ({result.form}) on {result.target}: {result.status} "
+              f"{result.reason}".rstrip(), flush=True)
+        done.append(result)
+        turn = time.time()
+    return done
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 3 or argv[0] != "run-cell":
-        print("usage: python -m kernbuild.matrix.slurm run-cell SPEC.json RESULT.json",
+    if len(argv) != 3 or argv[0] != "run-group":
+        print("usage: python -m kernbuild.matrix.slurm run-group GROUP.json RESULTS_DIR",
               file=sys.stderr)
         return 2
     try:
-        result = run_spec(Path(argv[1]), Path(argv[2]))
+        run_group(Path(argv[1]), Path(argv[2]))
     except _Terminated as exc:
         print(f"kernbuild: terminated by Slurm ({exc})", file=sys.stderr)
         return 143
-    print(f"kernbuild: {result.pipeline} in {result.image} ({result.form}) on "
-          f"{result.target}: {result.status} {result.reason}".rstrip())
-    return 0  # the cell's own pass/fail is in the result file
+    return 0  # each cell's own pass/fail is in its result file
 
 
 # --- the submitting side ------------------------------------------------------------
@@ -145,30 +177,89 @@ def minutes(seconds: float) -> int:
     return max(1, -(-int(seconds) // 60))
 
 
+def final_state(slurm_state: str) -> str:
+    """The state word of sacct's or scontrol's answer: "CANCELLED by 0" is CANCELLED,
+    "COMPLETED+" (still being written) is COMPLETED."""
+    return (slurm_state.split()[0] if slurm_state.strip() else "UNKNOWN").rstrip("+")
+
+
 def result_of_job(cell: Cell, job_id: str, slurm_state: str, exit_code: str,
                   result_file: Path, log: str, seconds: float) -> CellResult:
-    """The cell's result from the job's final state (and its result file)."""
+    """The cell's result once its job has ended: the one the worker wrote when the cell
+    finished, if it did (whatever became of the job later), with the job attached as
+    a last "slurm" step; else a failure naming the job's final state."""
+    state = final_state(slurm_state)
+    oom = state == "OUT_OF_MEMORY" or any(mark in log for mark in OOM_MARKS)
     slurm_step = StepResult(f"job {job_id}", 1, log[-LOG_TAIL:], seconds, phase="slurm",
                             name=f"job {job_id}")
-    state = slurm_state.split()[0] if slurm_state else "UNKNOWN"
-    state = state.rstrip("+")
-    if state == "COMPLETED":
-        try:
-            result = result_from_json(json.loads(result_file.read_text()))
-        except FileNotFoundError:
-            return cell.result("fail", f"Slurm job {job_id} COMPLETED (exit {exit_code}) "
-                               "but wrote no result file", seconds, [slurm_step])
-        except (ValueError, TypeError) as exc:
-            return cell.result("fail", f"Slurm job {job_id} COMPLETED but its result file "
-                               f"is unreadable: {exc}", seconds, [slurm_step])
+    try:
+        result = result_from_json(json.loads(result_file.read_text()))
+    except FileNotFoundError:
+        result = None
+    except (ValueError, TypeError) as exc:
+        return cell.result("fail", f"Slurm job {job_id} ended {state} but the cell's result "
+                           f"file is unreadable: {exc}", seconds, [slurm_step])
+    if result is not None:  # the cell finished in the job
         result.steps.append(replace(slurm_step, exit_code=0))
+        if result.status == "fail" and oom and state != "COMPLETED":
+            result.reason += f"; its Slurm job {job_id} ended {state}: OUT_OF_MEMORY"
         return result
+    if state == "COMPLETED":
+        return cell.result("fail", f"Slurm job {job_id} COMPLETED (exit {exit_code}) "
+                           "but wrote no result for this cell", seconds, [slurm_step])
     slurm_step = replace(slurm_step, timed_out=state in ("TIMEOUT", "DEADLINE"))
     reason = f"Slurm job {job_id} ended {state} (exit code {exit_code})"
-    if state != "OUT_OF_MEMORY" and any(mark in log for mark in OOM_MARKS):
+    if state != "OUT_OF_MEMORY" and oom:
         # without cgroups, slurmstepd's own memory check kills the job: it reads FAILED
         reason += ": OUT_OF_MEMORY, it exceeded its memory limit (--mem)"
     return cell.result("fail", reason, seconds, [slurm_step])
+
+
+def owner_comment(state: Path) -> str:
+    """The ``--comment`` of a job this process submits for ``state``: whose it is (the
+    labels its containers carry), so that a later run can tell a killed run's jobs."""
+    from kernbuild.runtime.docker import HOST, OWNER, PID, STARTED, container_labels
+
+    labels = container_labels(state=state)
+    return "kernbuild " + " ".join(f"{field}={labels[label]}" for field, label in (
+        ("owner", OWNER), ("pid", PID), ("host", HOST), ("started", STARTED)))
+
+
+def dead_owner(comment: str, state: Path) -> int | None:
+    """The pid of the kernbuild run on ``state`` that submitted a job with ``comment``
+    (:func:`owner_comment`), if that run has ended on this host; else None."""
+    from kernbuild.locks import process_alive
+    from kernbuild.runtime.docker import owner_id
+
+    words = comment.split()
+    if not words or words[0] != "kernbuild":
+        return None
+    fields = dict(word.split("=", 1) for word in words[1:] if "=" in word)
+    try:
+        pid, started = int(fields["pid"]), float(fields["started"])
+    except (KeyError, ValueError):
+        return None
+    if (fields.get("owner") != owner_id(state) or fields.get("host") != socket.gethostname()
+            or process_alive(pid, started_before=started)):
+        return None
+    return pid
+
+
+@dataclass(frozen=True)
+class SubmittedJob:
+    """A job sbatch accepted: its id and directory (``group.json``, ``results/``,
+    ``slurm.out``)."""
+
+    job_id: str
+    directory: Path
+
+    @property
+    def results(self) -> Path:
+        return self.directory / "results"
+
+    @property
+    def output(self) -> Path:
+        return self.directory / "slurm.out"
 
 
 class SlurmExecutor:
@@ -200,25 +291,30 @@ class SlurmExecutor:
             return f"Slurm has no nodes in any partition; {HINT}"
         return ""
 
-    # -- running a cell
+    # -- running cells
 
-    def time_limit(self, cell: Cell) -> int:
-        """Minutes: every step's timeout plus a margin."""
-        return minutes(sum(step.timeout for _, step in cell.pipeline.pipeline.all_steps)
-                       + MARGIN_S)
+    def time_limit(self, cells: Sequence[Cell]) -> int:
+        """Minutes: the cells' own timeouts, summed, plus a margin; a ``--time`` in the
+        caller's sbatch arguments comes after it and wins."""
+        return minutes(sum(cell_timeout(c) for c in cells) + MARGIN_S)
 
-    def submit(self, cell: Cell, recipes: Path, state: Path) -> tuple[str, Path, Path]:
-        """Write the spec and submit the job; (job id, result file, slurm.out)."""
-        directory = Path(tempfile.mkdtemp(prefix=f"{cell.pipeline.name}-",
-                                          dir=self._cell_root(cell)))
-        spec, result, output = (directory / "spec.json", directory / "result.json",
-                                directory / "slurm.out")
-        atomic_write_json(spec, cell_spec(cell, recipes, state), durable=True)
+    def submit(self, cells: Sequence[Cell], recipes: Path, state: Path) -> SubmittedJob:
+        """Write the job's spec and submit it."""
+        self.work.mkdir(parents=True, exist_ok=True)
+        directory = Path(tempfile.mkdtemp(prefix="job-", dir=self.work))
+        job = SubmittedJob("", directory)
+        job.results.mkdir()
+        spec = directory / "group.json"
+        atomic_write_json(spec, {"submitted": time.time(),
+                                 "cells": [cell_spec(c, recipes, state) for c in cells]},
+                          durable=True)
         wrap = " ".join(shlex.quote(a) for a in (sys.executable, "-m", "kernbuild.matrix.slurm",
-                                                  "run-cell", str(spec), str(result)))
-        command = ["sbatch", "--parsable", f"--job-name=kern-{cell.pipeline.name}",
-                   f"--output={output}", f"--chdir={directory}",
-                   f"--time={self.time_limit(cell)}", *self.slurm_args, "--wrap", wrap]
+                                                  "run-group", str(spec), str(job.results)))
+        name = cells[0].pipeline.name if len(cells) == 1 else f"{len(cells)}-cells"
+        command = ["sbatch", "--parsable", f"--job-name=kern-{name}",
+                   f"--output={job.output}", f"--chdir={directory}",
+                   f"--comment={owner_comment(state)}",
+                   f"--time={self.time_limit(cells)}", *self.slurm_args, "--wrap", wrap]
         done = subprocess.run(command, capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
             raise RuntimeError(f"sbatch failed (exit {done.returncode}): "
@@ -226,12 +322,30 @@ class SlurmExecutor:
         job_id = done.stdout.strip().split(";")[0]
         if not job_id.isdigit():
             raise RuntimeError(f"sbatch answered {done.stdout.strip()!r}, not a job id")
-        return job_id, result, output
+        return replace(job, job_id=job_id)
 
-    def _cell_root(self, cell: Cell) -> Path:
-        root = self.work / cell.key
-        root.mkdir(parents=True, exist_ok=True)
-        return root
+    def reap(self, state: Path, say: Callable[[str], None] = lambda _: None) -> list[str]:
+        """Cancel the jobs that kernbuild runs on ``state`` submitted and did not outlive
+        (they were SIGKILLed: no time to scancel); a live run's jobs are left alone.
+        The ids cancelled."""
+        try:
+            listed = subprocess.run(["squeue", "-h", "-o", "%i|%k"], capture_output=True,
+                                    text=True, timeout=60).stdout
+        except (subprocess.TimeoutExpired, OSError):
+            return []  # a slow controller: the next run looks again
+        dead: dict[str, int] = {}
+        for line in listed.splitlines():
+            job_id, _, comment = line.strip().partition("|")
+            pid = dead_owner(comment, state)
+            if job_id.isdigit() and pid is not None:
+                dead[job_id] = pid
+        for job_id in dead:
+            self.cancel(job_id)
+        if dead:
+            pids = ", ".join(str(p) for p in sorted(set(dead.values())))
+            say(f"reaped {len(dead)} Slurm job{'s' if len(dead) > 1 else ''} left by killed "
+                f"kernbuild runs (pids {pids})")
+        return sorted(dead)
 
     def job_state(self, job_id: str) -> tuple[str, str] | None:
         """(state, exit code) of the job, or None while Slurm does not know it (yet)."""
@@ -269,15 +383,16 @@ class SlurmExecutor:
                 found = fields.get("JobState", "UNKNOWN"), fields.get("ExitCode", "?")
         return found
 
-    def wait(self, job_id: str) -> tuple[str, str]:
-        """Poll until the job has ended; its (final state, exit code)."""
+    def wait(self, job_id: str, on_poll: Callable[[], None] = lambda: None) -> tuple[str, str]:
+        """Poll until the job has ended, calling ``on_poll`` each time; its (final state,
+        exit code)."""
         unknown_since = None
         while True:
+            on_poll()
             found = self.job_state(job_id)
             if found is not None:
                 unknown_since = None
-                state = found[0].split()[0].rstrip("+")
-                if state in END_STATES:
+                if final_state(found[0]) in END_STATES:
                     return found
             else:
                 unknown_since = unknown_since or time.monotonic()
@@ -288,32 +403,84 @@ class SlurmExecutor:
     def cancel(self, job_id: str) -> None:
         subprocess.run(["scancel", job_id], capture_output=True, timeout=60)
 
-    def run(self, cell: Cell, recipes: Path, state: Path) -> CellResult:
-        """Run ``cell`` as a Slurm job and return its result."""
+    def run_group(self, cells: Sequence[Cell], recipes: Path, state: Path,
+                  on_result: Callable[[CellResult], None] = lambda _: None
+                  ) -> list[CellResult]:
+        """Run ``cells`` one after another in one Slurm job; their results, in order.
+        ``on_result`` gets each cell's result as soon as the worker has written it (then
+        the job's log is not known yet: its "slurm" step says so); a cell the job left
+        unfinished is failed with the job's final state."""
         started = time.monotonic()
         try:
-            job_id, result_file, output = self.submit(cell, recipes, state)
+            job = self.submit(cells, recipes, state)
         except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
-            return cell.result("fail", f"could not submit to Slurm: {exc}",
-                               time.monotonic() - started)
+            failed = [c.result("fail", f"could not submit to Slurm: {exc}",
+                               time.monotonic() - started) for c in cells]
+            for result in failed:
+                on_result(result)
+            return failed
+        finished: dict[str, CellResult] = {}
+
+        def collect() -> None:  # the cells whose results the worker has written
+            for cell in cells:
+                if cell.key not in finished and result_file(job.results, cell.key).exists():
+                    finished[cell.key] = result_of_job(
+                        cell, job.job_id, "RUNNING", "", result_file(job.results, cell.key),
+                        f"(cell finished; job {job.job_id} still running)",
+                        time.monotonic() - started)
+                    on_result(finished[cell.key])
+
         # A job outlives no kernbuild: cancelled if this process is ended (SIGTERM, ^C)
         # while it waits, as well as when the wait itself is interrupted.
         from kernbuild.runtime.docker import GUARD
 
-        stop = GUARD.on_stop(lambda: self.cancel(job_id))
+        stop = GUARD.on_stop(lambda: self.cancel(job.job_id))
         try:
-            slurm_state, exit_code = self.wait(job_id)
+            slurm_state, exit_code = self.wait(job.job_id, collect)
         except BaseException:
-            self.cancel(job_id)  # interrupted: leave no job behind
+            self.cancel(job.job_id)  # interrupted: leave no job behind
             raise
         finally:
             GUARD.forget(stop)
         try:
-            log = output.read_text(errors="replace")
+            log = job.output.read_text(errors="replace")
         except OSError:
             log = ""
-        return result_of_job(cell, job_id, slurm_state, exit_code, result_file, log,
-                             time.monotonic() - started)
+        seconds = time.monotonic() - started
+        results = []
+        for cell in cells:
+            result = result_of_job(cell, job.job_id, slurm_state, exit_code,
+                                   result_file(job.results, cell.key), log, seconds)
+            if cell.key not in finished:
+                on_result(result)
+            results.append(result)
+        return results
+
+    def run(self, cell: Cell, recipes: Path, state: Path) -> CellResult:
+        """Run ``cell`` as a Slurm job of its own and return its result."""
+        return self.run_group([cell], recipes, state)[0]
+
+    def run_cells(self, cells: Sequence[Cell], recipes: Path, state: Path, *, slots: int,
+                  expected: dict[str, float],
+                  on_submit: Callable[[CellGroup], None] = lambda _: None,
+                  on_result: Callable[[CellResult], None] = lambda _: None
+                  ) -> list[CellResult]:
+        """Run ``cells`` in at most ``slots`` Slurm jobs at once, packed by their
+        ``expected`` seconds (:func:`~kernbuild.matrix.groups.plan_groups`); their
+        results, in the order of ``cells``."""
+        groups = plan_groups(cells, expected, slots)
+        if not groups:
+            return []
+
+        def run(group: CellGroup) -> list[CellResult]:
+            on_submit(group)
+            return self.run_group(group.cells, recipes, state, on_result)
+
+        by_key: dict[str, CellResult] = {}
+        with ThreadPoolExecutor(max_workers=len(groups)) as pool:
+            for group, results in zip(groups, pool.map(run, groups)):
+                by_key.update({c.key: r for c, r in zip(group.cells, results)})
+        return [by_key[c.key] for c in cells]
 
 
 if __name__ == "__main__":

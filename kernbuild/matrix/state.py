@@ -44,6 +44,11 @@ class CellResult:
     seconds: float = 0.0
     steps: list[StepResult] = field(default_factory=list)
     resumed: bool = False
+    #: Seconds from the cell's start (a local worker taking it up; in a Slurm job, the
+    #: job's submission for its first cell, the previous cell's end for the others) to
+    #: its first step: what running it costs beyond its steps. Not stored.
+    overhead: float = 0.0
+    started: float = 0.0  # Unix time the cell's turn began (0: not run here). Not stored.
 
     @property
     def log(self) -> str:
@@ -89,3 +94,15 @@ class MatrixState:
             return None
         steps = [from_json(StepResult, s) for s in json.loads(row[8])]
         return CellResult(*row[:8], steps=steps, resumed=True)
+
+    def durations(self) -> tuple[dict[str, float], dict[str, float]]:
+        """What cells took when they last ran: seconds by cell key, and the mean by
+        target (for a cell not measured yet, such as one of a rebuilt image)."""
+        with self._connect() as db:
+            rows = db.execute("SELECT key, target, seconds FROM cells WHERE status != 'skip'"
+                              ).fetchall()
+        by_key = {key: seconds for key, _, seconds in rows}
+        per_target: dict[str, list[float]] = {}
+        for _, target, seconds in rows:
+            per_target.setdefault(target, []).append(seconds)
+        return by_key, {t: sum(s) / len(s) for t, s in per_target.items()}

@@ -1,4 +1,4 @@
-"""The Slurm executor on a real one-node cluster: matrix cells as batch jobs.
+"""The Slurm executor on a real one-node cluster: matrix cells packed into batch jobs.
 
 Skips without a Slurm controller that answers (``sinfo``), except where
 KERNBUILD_REQUIRE_SLURM=1: there a missing cluster is a failure.
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -63,9 +65,12 @@ def test_cells_pass_as_slurm_jobs_on_docker_sif_bwrap_and_apptainer(suite, image
             "back-to-the-same-pixel"]
         assert "RA 187.491995 (want 187.491995)" in result.steps[3].output
         assert result.steps[-1].phase == "slurm" and "pass" in result.steps[-1].output
-    print(f"two cells through Slurm in {seconds:.1f} s")
-    # each job ran in a directory of its own under the cell's key
-    assert {p.name for p in (tmp_path / "slurm").iterdir()} == {c.key for c in cells}
+    print(f"three cells through Slurm in {seconds:.1f} s")
+    # each job ran in a directory of its own, holding its cells' specs and results
+    jobs = list((tmp_path / "slurm").iterdir())
+    assert len(jobs) == len(cells)
+    assert {p.name for job in jobs for p in (job / "results").iterdir()} == {
+        f"{c.key}.json" for c in cells}
     # the SIF was unpacked on the node, into the state directory, under its digest
     assert (suite.state / "matrix" / "rootfs" / images["wcslib"]["sif"]["sha256"]).is_dir()
 
@@ -119,3 +124,99 @@ def test_a_job_over_its_memory_limit_fails_naming_it(suite, images, tmp_path):
         cell, recipes, suite.state)
     assert result.status == "fail", result.log
     assert "OUT_OF_MEMORY" in result.reason and "Slurm job" in result.reason, result.log
+
+
+def _our_jobs(work: Path) -> list[tuple[str, str, Path]]:
+    """(job id, state, work directory) of the queue's jobs that run in ``work``: the
+    cluster may be shared, so only these."""
+    listed = subprocess.run(["squeue", "-h", "-o", "%i|%T|%Z"], capture_output=True,
+                            text=True, timeout=60, check=True).stdout
+    jobs = [line.split("|", 2) for line in listed.splitlines() if line.count("|") == 2]
+    return [(i, state, Path(d)) for i, state, d in jobs if Path(d).parent == work]
+
+
+def test_a_cancelled_group_fails_exactly_its_cells_and_resume_reruns_only_those(
+        suite, images, tmp_path):
+    # The matrix's wcs-roundtrip cells (two images, docker and sif-bwrap) packed into two
+    # Slurm jobs; each cell first holds for a few seconds, so a job can be cancelled
+    # while its first cell runs. The recipes are a copy: its pipeline changed, not its
+    # packages, so the module's images are the ones the cells run in.
+    recipes = tmp_path / "recipes"
+    shutil.copytree(suite.recipes, recipes)
+    path = recipes / "wcs-roundtrip.yaml"
+    raw = yaml.safe_load(path.read_text())
+    raw["pipeline"]["data"].insert(0, {"name": "hold", "run": "sleep 8"})
+    path.write_text(yaml.safe_dump(raw))
+    args = [sys.executable, "-m", "kernbuild.cli", "--recipes", str(recipes), "--state",
+            str(suite.state), "test", "--json", "--pipeline", "wcs-roundtrip", "--target",
+            "docker", "--target", "sif-bwrap", "--executor", "slurm", "--jobs", "2"]
+    work = suite.state / "matrix" / "slurm"
+    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        running: list = []
+        while not running and first.poll() is None:
+            running = [job for job in _our_jobs(work) if job[1] == "RUNNING"]
+            time.sleep(0.2)
+        assert running, first.communicate()
+        job_id, _, directory = running[0]
+        subprocess.run(["scancel", job_id], check=True, timeout=60)
+        out, err = first.communicate(timeout=600)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 1, err
+    results = {r["key"]: r for r in json.loads(out)}
+    assert len(results) == 4
+    held = {c["pipeline"] + c["image"] + c["target"] for c in
+            json.loads((directory / "group.json").read_text())["cells"]}
+    finished = {p.stem for p in (directory / "results").iterdir()}  # none, unless slow
+    cancelled = {k for k, r in results.items()
+                 if r["pipeline"] + r["image"] + r["target"] in held} - finished
+    assert cancelled and len(held) < len(results)  # the other job's cells ran on
+    failed = {k for k, r in results.items() if r["status"] == "fail"}
+    assert failed == cancelled, {k: r["reason"] for k, r in results.items()}
+    for key in failed:
+        assert f"Slurm job {job_id} ended CANCELLED" in results[key]["reason"]
+    assert all(r["status"] == "pass" for k, r in results.items() if k not in failed)
+
+    again = subprocess.run([*args, "--resume"], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    rerun = {r["key"]: r for r in json.loads(again.stdout)}
+    assert {k for k, r in rerun.items() if not r["resumed"]} == failed
+    assert all(r["status"] == "pass" for r in rerun.values())
+
+
+def test_the_jobs_of_a_sigkilled_run_are_cancelled_by_the_next(suite, images, tmp_path):
+    # A SIGKILL leaves no time to scancel: the job runs on, and the next kernbuild test
+    # on the same state cancels it (its --comment names the dead run), then runs anew.
+    recipes = tmp_path / "recipes"
+    shutil.copytree(suite.recipes, recipes)
+    path = recipes / "wcs-roundtrip.yaml"
+    raw = yaml.safe_load(path.read_text())
+    raw["pipeline"]["data"].insert(0, {"name": "hold", "run": "sleep 30"})
+    path.write_text(yaml.safe_dump(raw))
+    args = [sys.executable, "-m", "kernbuild.cli", "--recipes", str(recipes), "--state",
+            str(suite.state), "test", "--json", "--pipeline", "wcs-roundtrip", "--image",
+            "wcslib", "--target", "sif-bwrap", "--executor", "slurm"]
+    work = suite.state / "matrix" / "slurm"
+    killed = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        running: list = []
+        while not running and killed.poll() is None:
+            running = [job for job in _our_jobs(work) if job[1] == "RUNNING"]
+            time.sleep(0.2)
+        assert running, killed.communicate()
+    finally:
+        killed.kill()  # SIGKILL
+        killed.communicate(timeout=60)
+    [(job_id, _, _)] = running
+    assert job_id in {job[0] for job in _our_jobs(work)}  # what the kill left running
+
+    again = subprocess.run(args, capture_output=True, text=True, timeout=600)
+
+    assert (f"reaped 1 Slurm job left by killed kernbuild runs (pids {killed.pid})"
+            in again.stderr), again.stderr
+    assert job_id not in {job[0] for job in _our_jobs(work)}
+    assert again.returncode == 0, again.stderr
+    [cell] = json.loads(again.stdout)
+    assert cell["status"] == "pass", cell

@@ -1,10 +1,13 @@
-"""The Slurm executor without Slurm: state mapping, spec and result JSON, the worker."""
+"""The Slurm executor without Slurm: state mapping, spec and result JSON, the group worker."""
 
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -45,11 +48,9 @@ def cell(pipeline) -> Cell:
 
 @pytest.mark.parametrize("state", ["TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "CANCELLED",
                                    "CANCELLED by 0", "FAILED", "PREEMPTED", "UNKNOWN"])
-def test_any_state_but_completed_fails_naming_the_state_even_with_exit_0(cell, tmp_path,
-                                                                         state):
-    # a result file left by the worker is not taken at its word either
-    (tmp_path / "result.json").write_text(json.dumps(result_to_json(cell.result("pass"))))
-    result = result_of_job(cell, "42", state, "0:0", tmp_path / "result.json",
+def test_a_cell_the_job_left_unfinished_fails_naming_the_state_even_with_exit_0(
+        cell, tmp_path, state):
+    result = result_of_job(cell, "42", state, "0:0", tmp_path / "no-result.json",
                            "slurmstepd: error: *** JOB 42 ...", 12.0)
     assert result.status == "fail"
     assert state.split()[0] in result.reason and "42" in result.reason
@@ -59,6 +60,27 @@ def test_any_state_but_completed_fails_naming_the_state_even_with_exit_0(cell, t
     assert "JOB 42" in result.steps[-1].output
     assert result.steps[-1].timed_out == (state == "TIMEOUT")
     assert "slurm job 42" in result.log
+
+
+@pytest.mark.parametrize("state", ["TIMEOUT", "NODE_FAIL", "CANCELLED by 0", "COMPLETED"])
+def test_a_cell_that_finished_before_its_job_ended_keeps_its_result(cell, tmp_path, state):
+    # the worker writes a cell's result (atomically, synced) only once the cell is over:
+    # what became of the job afterwards, with the cells after it, does not change it
+    stored = cell.result("pass", "", 2.0, [StepResult("true", 0, "", 0.1, phase="step",
+                                                      name="s")])
+    (tmp_path / "result.json").write_text(json.dumps(result_to_json(stored)))
+    result = result_of_job(cell, "43", state, "0:0", tmp_path / "result.json", "log", 30.0)
+    assert (result.status, result.reason) == ("pass", "")
+    assert [(s.phase, s.exit_code) for s in result.steps] == [("step", 0), ("slurm", 0)]
+
+
+def test_a_failed_cell_of_a_job_that_ran_out_of_memory_says_so(cell, tmp_path):
+    stored = cell.result("fail", "step hog failed (exit 137)", 2.0)
+    (tmp_path / "result.json").write_text(json.dumps(result_to_json(stored)))
+    result = result_of_job(cell, "44", "OUT_OF_MEMORY", "0:125", tmp_path / "result.json",
+                           "", 30.0)
+    assert result.reason == ("step hog failed (exit 137); its Slurm job 44 ended "
+                             "OUT_OF_MEMORY: OUT_OF_MEMORY")
 
 
 def test_a_job_killed_for_its_memory_says_so(cell, tmp_path):
@@ -84,7 +106,7 @@ def test_completed_reads_the_result_file_and_attaches_slurm_out(cell, tmp_path):
 def test_completed_without_a_result_file_fails(cell, tmp_path):
     result = result_of_job(cell, "8", "COMPLETED", "0:0", tmp_path / "missing.json", "", 1.0)
     assert result.status == "fail"
-    assert "COMPLETED" in result.reason and "no result file" in result.reason
+    assert "COMPLETED" in result.reason and "no result for this cell" in result.reason
 
 
 def test_result_json_round_trip(cell):
@@ -123,15 +145,30 @@ def test_spec_round_trip_rebuilds_the_cell(pipeline, tmp_path):
     assert again.target.rootfs(again.image_ref) == where
 
 
-def test_worker_runs_the_cell_and_writes_its_result(cell, tmp_path, monkeypatch):
-    monkeypatch.setattr(slurm, "make_target", lambda *a: EchoTarget())
-    spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps(cell_spec(cell, ROOT / "recipes", tmp_path / "state")))
-    assert slurm.main(["run-cell", str(spec), str(tmp_path / "out" / "result.json")]) == 0
-    result = result_from_json(json.loads((tmp_path / "out" / "result.json").read_text()))
-    assert (result.status, result.key) == ("pass", cell.key)
-    assert [s.name for s in result.steps][:2] == ["make-header", "pixel-to-sky"]
-    assert list((tmp_path / "out").iterdir()) == [tmp_path / "out" / "result.json"]
+def test_worker_runs_the_group_and_writes_each_cells_result(pipeline, tmp_path, monkeypatch):
+    made = []
+
+    def make(*_):
+        made.append(EchoTarget())
+        return made[-1]
+
+    monkeypatch.setattr(slurm, "make_target", make)
+    katpoint = load_suite(ROOT / "recipes").get("katpoint")
+    cells = [Cell(pipeline, "wcslib", "docker", EchoTarget(), "sha256:abc", "sha256:abc"),
+             Cell(katpoint, "katpoint", "docker", EchoTarget(), "sha256:def", "sha256:def")]
+    group = tmp_path / "group.json"
+    group.write_text(json.dumps({"submitted": 1.0, "cells": [
+        cell_spec(c, ROOT / "recipes", tmp_path / "state") for c in cells]}))
+    assert slurm.main(["run-group", str(group), str(tmp_path / "out")]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        f"{c.key}.json" for c in cells)
+    results = [result_from_json(json.loads(slurm.result_file(tmp_path / "out", c.key)
+                                           .read_text())) for c in cells]
+    assert [(r.status, r.key) for r in results] == [("pass", c.key) for c in cells]
+    assert [s.name for s in results[0].steps][:2] == ["make-header", "pixel-to-sky"]
+    assert len(made) == 1  # one target for both cells: what it pools is reused
+    # the first cell's turn began at the submission: the job's start counts as overhead
+    assert results[0].overhead > 1000 and results[0].seconds >= results[0].overhead
 
 
 def test_parse_scontrol_fields():
@@ -171,12 +208,24 @@ def test_executor_submits_and_maps_a_timeout(cell, tmp_path, monkeypatch):
     # the cell's own limit (steps' timeouts + margin, minutes), then the caller's override
     steps_total = sum(s.timeout for _, s in cell.pipeline.pipeline.all_steps)
     assert f"--time={-(-(steps_total + slurm.MARGIN_S) // 60)}" in args
-    assert args.index("--time=0:05") > args.index(f"--time={executor.time_limit(cell)}")
+    assert args.index("--time=0:05") > args.index(f"--time={executor.time_limit([cell])}")
     wrap = shlex.split(args[args.index("--wrap") + 1])
-    assert wrap[1:4] == ["-m", "kernbuild.matrix.slurm", "run-cell"]
+    assert wrap[1:4] == ["-m", "kernbuild.matrix.slurm", "run-group"]
     spec = json.loads(Path(wrap[4]).read_text())
-    assert spec["pipeline"] == "wcs-roundtrip" and spec["target"] == "echo"
-    assert Path(wrap[4]).parent.parent == tmp_path / "work" / cell.key
+    assert [(c["pipeline"], c["target"]) for c in spec["cells"]] == [("wcs-roundtrip", "echo")]
+    assert Path(wrap[4]).parent.parent == tmp_path / "work"
+
+
+def test_a_group_jobs_time_limit_is_its_cells_own_summed(pipeline):
+    from kernbuild.matrix import CWL_TIMEOUT
+
+    imaging = load_suite(ROOT / "recipes").get("pipeline-imaging")
+    cells = [Cell(pipeline, "wcslib", "docker", EchoTarget(), "a", "a"),
+             Cell(imaging, "pipeline-imaging", "docker", EchoTarget(), "b", "b")]
+    steps_total = sum(s.timeout for _, s in pipeline.pipeline.all_steps)
+    # a CWL cell may take its whole workflow timeout, not the margin alone
+    assert SlurmExecutor(Path("/x")).time_limit(cells) == -(
+        -(steps_total + CWL_TIMEOUT + slurm.MARGIN_S) // 60)
 
 
 def test_unavailable_names_the_problem_and_the_fix(tmp_path, monkeypatch):
@@ -191,3 +240,21 @@ def test_unavailable_names_the_problem_and_the_fix(tmp_path, monkeypatch):
     why = SlurmExecutor(tmp_path).unavailable()
     assert "Unable to contact slurm controller" in why and "ci/setup-slurm.sh" in why
 
+
+
+def test_a_jobs_comment_names_its_run_and_only_a_dead_runs_jobs_are_reaped(tmp_path):
+    from kernbuild.matrix.slurm import dead_owner, owner_comment
+
+    state = tmp_path / "state"
+    mine = owner_comment(state)
+    assert mine.startswith("kernbuild owner=") and f"pid={os.getpid()} " in mine
+    assert dead_owner(mine, state) is None  # this process lives
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)
+    pid = int(ended.stdout)
+    dead = mine.replace(f"pid={os.getpid()} ", f"pid={pid} ")
+    assert dead_owner(dead, state) == pid
+    assert dead_owner(dead, tmp_path / "another-state") is None
+    assert dead_owner(dead.replace("host=", "host=elsewhere-"), state) is None
+    assert dead_owner("", state) is None and dead_owner("a user's comment", state) is None
+    assert dead_owner("kernbuild pid=x", state) is None
