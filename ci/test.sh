@@ -8,4 +8,4 @@ bash ci/setup-slurm.sh
 bash ci/setup-python.sh
 # Integration tests fail, not skip, without an engine or a cluster.
 export KERNBUILD_REQUIRE_DOCKER=1 KERNBUILD_REQUIRE_SLURM=1
-exec .venv/bin/python -m pytest tests "$@"
+exec .venv/bin/python -m pytest tests --durations=30 "$@"

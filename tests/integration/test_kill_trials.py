@@ -1,0 +1,348 @@
+"""Killed at any moment: kernbuild SIGKILLed at the step boundaries of its commands.
+
+Each command is first run whole with ``KERNBUILD_FAILPOINT_TRACE``, which lists the
+step boundaries it crosses (:mod:`kernbuild.failpoints`: every rename that commits a
+file, a cache entry or a repository generation; every container, host tool and step
+started). Then, from the same starting state, it is started again with
+``KERNBUILD_FAILPOINT=N`` and SIGKILLs itself at its N-th boundary: no handler, no
+cleanup, as the OOM killer or a power cut would leave it (the trace of the killed run
+must end at that same boundary, or the trial fails). After each kill:
+
+- the repository still verifies as apt verifies it (``kernbuild repo verify``), and apt in
+  a clean container updates from it and installs from it;
+- every build cache entry and every cached source still matches its recorded hash;
+- kern.lock, where there is one, parses;
+- the same command, run again, completes, gives the same result as the uninterrupted
+  run, and leaves no container or network of this state running, the killed run's
+  included (it reaps them).
+
+The commands: katpoint's chain (future, katversion, katpoint: pybuild packages) built
+with ``--force``, published into a served repository, made into its Docker image and
+its SIF, its pipeline run by the matrix; and a release of a small suite. Every boundary
+is tried except for the builds (package, SIF), whose every trial costs a rebuild: a
+random sample of those, its seed printed (``KERNBUILD_KILL_SEED=S`` repeats it,
+``KERNBUILD_KILL_TRIALS=all`` tries every boundary: ``bash ci/faults.sh``). The test
+prints ``N/N trials recovered``. Timeouts are safety nets against a hang; nothing
+measures a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from kernbuild.lockfile import lockfile_path, read_lock
+from kernbuild.runtime.docker import OWNER, owner_id
+from kernbuild.sources.treehash import tree_hash
+from tests.integration.conftest import ROOT, Suite, make_suite
+from tests.integration.test_release import PIPELINE, _recipe
+
+pytestmark = pytest.mark.docker
+
+SAFETY = 900  # seconds: reached only when something hangs
+CHAIN = "katpoint"  # with future and katversion: three small pybuild packages
+
+
+@dataclass(frozen=True)
+class Command:
+    """One kernbuild command put through the trials, on ``suite``.
+
+    ``prepare`` puts the state where an uninterrupted run of the command starts (so
+    that each trial kills it at the same boundaries); ``result`` is what a run must
+    give, compared between the uninterrupted run and every rerun; ``sample``, for a
+    command whose every trial rebuilds, is how many of its boundaries are tried."""
+
+    name: str
+    suite: Suite
+    args: tuple[str, ...]
+    prepare: Callable[[Suite], None]
+    result: Callable[[Suite, subprocess.CompletedProcess], object]
+    installs: str  # the package apt installs from the repository after each kill
+    sample: int | None = None
+
+
+def _debs_of(suite: Suite, run: subprocess.CompletedProcess) -> dict[str, str]:
+    """The .debs a ``package --json`` run produced, by name: sha256."""
+    return {Path(deb).name: hashlib.sha256(Path(deb).read_bytes()).hexdigest()
+            for result in json.loads(run.stdout) for deb in result["debs"]}
+
+
+def _served(suite: Suite, _run) -> list[tuple[str, str]]:
+    return sorted(suite.repo_versions())
+
+
+def _image_result(suite: Suite, run: subprocess.CompletedProcess) -> object:
+    """What an image run must give again: each image's packages and smoke results
+    (not its id: a layer cut short by the kill is rebuilt with new timestamps)."""
+    lock = read_lock(lockfile_path(suite.recipes))
+    return [(entry["lock"]["tag"], sorted(lock[entry["lock"]["tag"]].packages.items()),
+             [(s["command"], s["exit_code"]) for s in entry.get("smoke") or []],
+             [(s["command"], s["exit_code"]) for s in entry.get("sif_smoke") or []])
+            for entry in json.loads(run.stdout)]
+
+
+def _cells(suite: Suite, run: subprocess.CompletedProcess) -> list[tuple]:
+    return sorted((c["pipeline"], c["image"], c["form"], c["target"], c["status"])
+                  for c in json.loads(run.stdout))
+
+
+def _released(suite: Suite, run: subprocess.CompletedProcess) -> object:
+    """A release's distribution, its packages with their pool files' sums, the notes'
+    changes and the next release: all a rerun must give again."""
+    outcome = json.loads(run.stdout)
+    record, notes = outcome["record"], outcome["notes"]
+    return (record["distribution"], outcome["next_release"],
+            [(r["name"], r["packages"], r["files"]) for r in record["recipes"]],
+            [(kind, [c["name"] for c in notes[kind]])
+             for kind in ("added", "dropped", "upgraded", "rebuilt")],
+            [(i["tag"], i["packages"]) for i in record["images"]])
+
+
+def _nothing(_suite: Suite) -> None:
+    pass
+
+
+def _unpublished(katversion_only: Path) -> Callable[[Suite], None]:
+    """Back to a served repository that holds katversion only (future and katpoint are
+    built and cached, not published): the next ``package`` publishes into it."""
+    def prepare(suite: Suite) -> None:
+        shutil.rmtree(suite.state / "repo")
+        shutil.copytree(katversion_only, suite.state / "repo", symlinks=True)
+    return prepare
+
+
+def _sif_uncached(suite: Suite) -> None:
+    """No SIF made yet: the next ``image -f sif`` builds, signs and verifies one."""
+    for made in ("sif-cache", "sif"):
+        shutil.rmtree(suite.state / "images" / made, ignore_errors=True)
+
+
+def _snapshot(suite: Suite, where: Path) -> Callable[[Suite], None]:
+    """Keep ``suite``'s recipes, lockfile and state (all but its image store, which
+    Docker's cache backs) as they are now; a prepare that puts them back."""
+    shutil.copytree(suite.recipes, where / "recipes")
+    keep = [p.name for p in suite.state.iterdir() if p.name != "images"]
+    for name in keep:
+        shutil.copytree(suite.state / name, where / "state" / name, symlinks=True,
+                        ignore=shutil.ignore_patterns("S.gpg-agent*"))
+    lock = lockfile_path(suite.recipes)
+    if lock.exists():
+        shutil.copyfile(lock, where / "kern.lock")
+
+    def restore(suite: Suite) -> None:
+        shutil.rmtree(suite.recipes)
+        shutil.copytree(where / "recipes", suite.recipes)
+        for path in suite.state.iterdir():
+            if path.name != "images":
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        for name in keep:
+            shutil.copytree(where / "state" / name, suite.state / name, symlinks=True)
+        lockfile_path(suite.recipes).unlink(missing_ok=True)
+        if (where / "kern.lock").exists():
+            shutil.copyfile(where / "kern.lock", lockfile_path(suite.recipes))
+    return restore
+
+
+@pytest.fixture(scope="module")
+def katpoint_commands(docker_engine, tmp_path_factory) -> list[Command]:
+    """katpoint's chain built, its image, SIF and pipeline run once (first uses behind
+    it: the apptainer keys imported, the SIF runner set up), a repository snapshot
+    holding katversion only; the commands with their starting states."""
+    suite = make_suite(tmp_path_factory.mktemp("trials"))
+    suite.run("package", "katversion")
+    snapshot = tmp_path_factory.mktemp("repo-snapshot") / "repo"
+    shutil.copytree(suite.state / "repo", snapshot, symlinks=True)
+    suite.run("image", CHAIN, "-f", "sif")
+    test = ("test", "--json", "--pipeline", CHAIN, "--target", "docker", "--target", "sif-bwrap")
+    suite.run(*test)
+    client = "python3-katversion"
+    return [
+        Command("package", suite, ("package", "--json", "katversion", "--force"), _nothing,
+                _debs_of, client, sample=3),
+        Command("publish", suite, ("package", "--json", CHAIN), _unpublished(snapshot),
+                _served, client),
+        Command("image", suite, ("image", "--json", CHAIN), _nothing, _image_result, client),
+        Command("sif", suite, ("image", "--json", CHAIN, "-f", "sif"), _sif_uncached,
+                _image_result, client, sample=3),
+        Command("test", suite, test, _nothing, _cells, client),
+    ]
+
+
+@pytest.fixture(scope="module")
+def release_command(docker_engine, tmp_path_factory) -> Command:
+    """A small suite (two metapackages and a pipeline's image) with KERN-1 released and
+    KERN-2 built and tested, not released: the release command with that state."""
+    root = tmp_path_factory.mktemp("release-trials")
+    recipes = root / "recipes"
+    recipes.mkdir()
+    shutil.copyfile(ROOT / "recipes" / "suite.yaml", recipes / "suite.yaml")
+    (recipes / "rel-alpha.yaml").write_text(_recipe("rel-alpha", "1.0"))
+    (recipes / "rel-check.yaml").write_text(_recipe("rel-check", "1.0", "rel-alpha", PIPELINE))
+    suite = Suite(recipes, root / "state")
+    args = ("release", "--json", "-t", "docker")
+    suite.run(*args)
+    (recipes / "rel-alpha.yaml").write_text(_recipe("rel-alpha", "1.1"))
+    suite.run("package")
+    suite.run("test", "-t", "docker")
+    return Command("release", suite, args, _snapshot(suite, root / "before-release"),
+                   _released, "rel-alpha")
+
+
+def _kernbuild(suite: Suite, args: tuple[str, ...],
+               env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "kernbuild.cli", "--recipes", str(suite.recipes),
+         "--state", str(suite.state), *args],
+        capture_output=True, text=True, timeout=SAFETY,
+        env={**os.environ, "COLUMNS": "200", **env})
+
+
+def _traced(command: Command, trace: Path,
+            kill_at: int | None = None) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """``command`` run from its starting state, killed at ``kill_at`` if given; the run
+    and the boundaries it crossed."""
+    command.prepare(command.suite)
+    trace.unlink(missing_ok=True)
+    env = {"KERNBUILD_FAILPOINT_TRACE": str(trace)}
+    if kill_at is not None:
+        env["KERNBUILD_FAILPOINT"] = str(kill_at)
+    run = _kernbuild(command.suite, command.args, env)
+    crossed = trace.read_text().splitlines() if trace.exists() else []
+    return run, [line.split(" ", 1)[1] for line in crossed]
+
+
+def _problems_after_kill(command: Command, apt_client) -> list[str]:
+    """What is wrong with the command's state right after a kill, before any rerun."""
+    suite, problems = command.suite, []
+    verify = suite.run("repo", "verify", check=False)
+    if verify.returncode != 0:
+        problems.append(f"repo verify: {verify.stdout}{verify.stderr}")
+    code, output = apt_client(suite, command.installs)
+    if code != 0:
+        problems.append(f"apt: {output[-2000:]}")
+    problems += _cache_problems(suite)
+    lock = lockfile_path(suite.recipes)
+    if lock.exists():
+        try:
+            read_lock(lock)
+        except Exception as exc:  # noqa: BLE001 - any failure to parse is the finding
+            problems.append(f"kern.lock: {exc}")
+    return problems
+
+
+@pytest.fixture
+def apt_client(docker_engine, tmp_path):
+    """apt-get update from a suite's served repository (the distribution its
+    suite.yaml now builds for) and install of one package, in a clean container that
+    knows only the URL and the key; one container for all trials, its packages purged
+    and its lists dropped before each check."""
+    container = docker_engine.containers.run(
+        "kern/base:trixie", ["sleep", "infinity"], detach=True,
+        volumes={str(tmp_path.parent): {"bind": "/trials", "mode": "ro"}})
+
+    def install(suite: Suite, package: str) -> tuple[int, str]:
+        info = json.loads(suite.run("repo", "info", "--json").stdout)
+        repo = f"/trials/{(suite.state / 'repo').relative_to(tmp_path.parent)}"
+        keyring = "/etc/apt/keyrings/kern.gpg"  # readable by apt's sandbox user
+        line = (f"deb [signed-by={keyring}] file:{repo}/current "
+                f"{info['distribution']} main")
+        script = (f"apt-get purge -y -q {package} >/dev/null 2>&1; rm -rf /var/lib/apt/lists/*;"
+                  f" install -D -m 644 {repo}/kern-archive-keyring.gpg {keyring} &&"
+                  f" echo '{line}' > /etc/apt/sources.list.d/kern.list && apt-get update -q &&"
+                  f" apt-get install -y -q --no-install-recommends {package}")
+        code, output = container.exec_run(["sh", "-c", script])
+        return code, output.decode("utf-8", "replace")
+
+    yield install
+    container.remove(force=True)
+
+
+def _cache_problems(suite: Suite) -> list[str]:
+    """Cache entries whose content does not match their recorded hash."""
+    problems = []
+    for manifest in sorted((suite.state / "builds").glob("*/manifest.json")):
+        for name, sha in json.loads(manifest.read_text())["sha256"].items():
+            deb = manifest.parent / name
+            if not deb.is_file() or hashlib.sha256(deb.read_bytes()).hexdigest() != sha:
+                problems.append(f"build entry {manifest.parent.name}: {name} does not verify")
+    sources = suite.state / "sources"
+    for blob in sorted((sources / "blobs").glob("[0-9a-f]*")):
+        if hashlib.sha256(blob.read_bytes()).hexdigest() != blob.name:
+            problems.append(f"source blob {blob.name} does not verify")
+    for tree in sorted((sources / "trees").glob("[0-9a-f]*")):
+        record = sources / "tree-hashes" / tree.name
+        if not record.is_file() or tree_hash(tree) != record.read_text().strip():
+            problems.append(f"source tree {tree.name} does not verify")
+    return problems
+
+
+def _ours_running(docker_engine, suite: Suite) -> list[str]:
+    mine = {"label": [f"{OWNER}={owner_id(suite.state)}"]}
+    return ([f"container {c.name} ({c.labels.get('kernbuild')})"
+             for c in docker_engine.containers.list(all=True, filters=mine)]
+            + [f"network {n.name}" for n in docker_engine.networks.list(filters=mine)])
+
+
+def _trial(command: Command, number: int, boundary: str, expected: object, apt_client,
+           docker_engine, trace: Path) -> list[str]:
+    """Kill ``command`` at boundary ``number``; what is wrong afterwards (empty: it
+    recovered)."""
+    killed, crossed = _traced(command, trace, kill_at=number)
+    if killed.returncode != -signal.SIGKILL:
+        return [f"not killed: exit {killed.returncode}: {killed.stderr[-2000:]}"]
+    if crossed[-1:] != [boundary] or len(crossed) != number:
+        return [f"killed at boundary {len(crossed)} ({crossed[-1:]}), not {boundary}: "
+                "the command does not cross its boundaries in one order"]
+    problems = _problems_after_kill(command, apt_client)
+    rerun = _kernbuild(command.suite, command.args, {})
+    if rerun.returncode != 0:
+        problems.append(f"rerun exited {rerun.returncode}: {rerun.stderr[-2000:]}")
+    elif "Traceback" in rerun.stderr:
+        problems.append(f"rerun printed a traceback: {rerun.stderr[-2000:]}")
+    elif (got := command.result(command.suite, rerun)) != expected:
+        problems.append(f"rerun gave {got}, an uninterrupted run {expected}")
+    problems += [f"left running: {what}" for what in _ours_running(docker_engine,
+                                                                  command.suite)]
+    return problems
+
+
+def test_killed_at_its_boundaries_it_recovers(docker_engine, katpoint_commands,
+                                              release_command, apt_client, tmp_path):
+    seed = int(os.environ.get("KERNBUILD_KILL_SEED") or random.randrange(10**6))
+    every = os.environ.get("KERNBUILD_KILL_TRIALS") == "all"
+    chooser = random.Random(seed)
+    trials, failures, tried = 0, [], []
+    for command in [*katpoint_commands, release_command]:
+        trace = tmp_path / f"{command.name}.trace"
+        run, boundaries = _traced(command, trace)
+        assert run.returncode == 0, (command.name, run.stdout, run.stderr[-3000:])
+        assert boundaries, f"{command.name} crossed no boundary: nothing was tried"
+        expected = command.result(command.suite, run)
+        numbers = list(range(1, len(boundaries) + 1))
+        if command.sample and not every and command.sample < len(numbers):
+            numbers = sorted(chooser.sample(numbers, command.sample))
+        tried.append(f"{command.name} {len(numbers)} of {len(boundaries)}")
+        for number in numbers:
+            trials += 1
+            boundary = boundaries[number - 1]
+            problems = _trial(command, number, boundary, expected, apt_client, docker_engine,
+                              trace)
+            where = f"{command.name} killed at boundary {number} ({boundary})"
+            if problems:
+                failures.append(f"{where}:\n  " + "\n  ".join(problems))
+            print(failures[-1] if problems else f"{where}: recovered", flush=True)
+    print(f"\n{trials - len(failures)}/{trials} trials recovered "
+          f"(boundaries tried: {', '.join(tried)}; seed {seed})")
+    assert trials >= 50, f"only {trials} trials: the issue asks for 50 or more"
+    assert not failures, "\n".join(failures)
