@@ -12,6 +12,7 @@ started.
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import os
 import shutil
@@ -108,6 +109,19 @@ def first_error(text: str) -> str:
     return (errors or lines or ["no message"])[0]
 
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _die_with_kernbuild() -> None:
+    """In the child, before exec: have the kernel SIGKILL it when the thread that started
+    it ends, SIGKILLed kernbuild included (``PR_SET_PDEATHSIG``; Linux). A SIGKILL leaves
+    kernbuild no time to stop what it runs, and a workflow runner or a tool left behind
+    would go on writing into the state. Only for children waited for by the thread that
+    started them, as every one here is, since the signal follows that thread."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def run_tool(args: list[str], *, what: str = "", hint: str = "", where: Path | None = None,
              cwd: Path | None = None, env: dict[str, str] | None = None,
              input: bytes | None = None, timeout: float | None = None) -> bytes:
@@ -120,7 +134,7 @@ def run_tool(args: list[str], *, what: str = "", hint: str = "", where: Path | N
     label = what or Path(args[0]).name
     try:
         done = subprocess.run(args, cwd=cwd, env=env, input=input, capture_output=True,
-                              timeout=timeout, check=False,
+                              timeout=timeout, check=False, preexec_fn=_die_with_kernbuild,
                               stdin=None if input is not None else subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise KernError(f"{label} did not finish within {timeout:g} s",
@@ -148,6 +162,7 @@ def run_step(args: list[str], *, label: str, timeout: float, env: dict[str, str]
     try:
         process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                   preexec_fn=_die_with_kernbuild,
                                    start_new_session=True)
     except OSError as exc:
         return StepResult(label, 125, f"[kernbuild] cannot run {args[0]}: {exc.strerror}\n",

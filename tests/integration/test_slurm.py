@@ -135,18 +135,25 @@ def _our_jobs(work: Path) -> list[tuple[str, str, Path]]:
     return [(i, state, Path(d)) for i, state, d in jobs if Path(d).parent == work]
 
 
-def test_a_cancelled_group_fails_exactly_its_cells_and_resume_reruns_only_those(
-        suite, images, tmp_path):
-    # The matrix's wcs-roundtrip cells (two images, docker and sif-bwrap) packed into two
-    # Slurm jobs; each cell first holds for a few seconds, so a job can be cancelled
-    # while its first cell runs. The recipes are a copy: its pipeline changed, not its
-    # packages, so the module's images are the ones the cells run in.
+def _holding(suite: Suite, tmp_path: Path, seconds: int) -> Path:
+    """A copy of the recipes whose wcs-roundtrip cells first hold for ``seconds``, so that
+    a job can be cancelled or its submitter killed while a cell runs. Its pipeline
+    changed, not its packages: the module's images are the ones the cells run in."""
     recipes = tmp_path / "recipes"
     shutil.copytree(suite.recipes, recipes)
     path = recipes / "wcs-roundtrip.yaml"
     raw = yaml.safe_load(path.read_text())
-    raw["pipeline"]["data"].insert(0, {"name": "hold", "run": "sleep 8"})
+    raw["pipeline"]["data"].insert(0, {"name": "hold", "run": f"sleep {seconds}"})
     path.write_text(yaml.safe_dump(raw))
+    return recipes
+
+
+def test_a_cancelled_group_fails_exactly_its_cells_and_resume_reruns_only_those(
+        suite, images, tmp_path):
+    # The matrix's wcs-roundtrip cells (two images, docker and sif-bwrap) packed into two
+    # Slurm jobs; each cell first holds for a few seconds, so a job can be cancelled
+    # while its first cell runs.
+    recipes = _holding(suite, tmp_path, 8)
     args = [sys.executable, "-m", "kernbuild.cli", "--recipes", str(recipes), "--state",
             str(suite.state), "test", "--json", "--pipeline", "wcs-roundtrip", "--target",
             "docker", "--target", "sif-bwrap", "--executor", "slurm", "--jobs", "2"]
@@ -189,12 +196,7 @@ def test_a_cancelled_group_fails_exactly_its_cells_and_resume_reruns_only_those(
 def test_the_jobs_of_a_sigkilled_run_are_cancelled_by_the_next(suite, images, tmp_path):
     # A SIGKILL leaves no time to scancel: the job runs on, and the next kernbuild test
     # on the same state cancels it (its --comment names the dead run), then runs anew.
-    recipes = tmp_path / "recipes"
-    shutil.copytree(suite.recipes, recipes)
-    path = recipes / "wcs-roundtrip.yaml"
-    raw = yaml.safe_load(path.read_text())
-    raw["pipeline"]["data"].insert(0, {"name": "hold", "run": "sleep 30"})
-    path.write_text(yaml.safe_dump(raw))
+    recipes = _holding(suite, tmp_path, 30)
     args = [sys.executable, "-m", "kernbuild.cli", "--recipes", str(recipes), "--state",
             str(suite.state), "test", "--json", "--pipeline", "wcs-roundtrip", "--image",
             "wcslib", "--target", "sif-bwrap", "--executor", "slurm"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from kernbuild.failpoints import KILL_AT, TRACE
@@ -47,3 +48,41 @@ def test_the_nth_boundary_is_a_sigkill(tmp_path):
 def test_without_the_variables_nothing_happens():
     done = run({KILL_AT: "not a number"})
     assert done.returncode == 0 and "ran to the end" in done.stdout, done.stderr
+
+
+# A kernbuild that starts a step and a tool (each writes its pid, then becomes a long
+# sleep) from threads that wait on them, as the matrix's threads do; prints its pid.
+STARTS = """
+import threading
+from kernbuild.runtime.tools import run_step, run_tool
+script = "echo $$ > {out}/%s.tmp && mv {out}/%s.tmp {out}/%s && exec sleep 300"
+threading.Thread(target=run_step, args=(["sh", "-c", script % (("step",) * 3)],),
+                 kwargs={"label": "hold", "timeout": 600}).start()
+threading.Thread(target=run_tool, args=(["sh", "-c", script % (("tool",) * 3)],)).start()
+threading.Event().wait()
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:  # a zombie is dead, only not reaped yet
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_what_kernbuild_runs_dies_with_it_even_by_sigkill(tmp_path):
+    parent = subprocess.Popen([sys.executable, "-c", STARTS.replace("{out}", str(tmp_path))],
+                              env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path.cwd())})
+    written = [tmp_path / "step", tmp_path / "tool"]
+    deadline = time.monotonic() + 60  # a safety net: the two start in well under a second
+    while not all(p.exists() for p in written) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    children = [int(p.read_text()) for p in written]
+    assert all(_alive(pid) for pid in children)
+    parent.kill()  # SIGKILL: no handler runs, kernbuild stops nothing itself
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [pid for pid in children if _alive(pid)] == []
