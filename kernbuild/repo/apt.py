@@ -197,6 +197,12 @@ class SigningKey:
                   where=release.parent)
 
 
+def frozen_tree(root: Path) -> dict[str, bytes]:
+    """Every file of a distribution's tree by its path in it, with its bytes."""
+    return {str(p.relative_to(root)): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file()} if root.is_dir() else {}
+
+
 class AptRepository:
     """A signed apt repository of one distribution, published by generations."""
 
@@ -257,6 +263,25 @@ class AptRepository:
 
     def is_frozen(self, distribution: str | None = None) -> bool:
         return (self.frozen_root / (distribution or self.distribution)).is_dir()
+
+    def frozen_since(self, distribution: str) -> int | None:
+        """The first generation that served ``distribution`` frozen; None if none is
+        known to (a release killed between its freeze and the next generation: the
+        generation served still lists it as it was before the freeze)."""
+        try:
+            return int((self.frozen_root / f".{distribution}.served").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _mark_served(self, distribution: str, generation: int) -> int:
+        if self.frozen_since(distribution) is None:
+            atomic_write(self.frozen_root / f".{distribution}.served", f"{generation}\n")
+        return generation
+
+    def serves_frozen(self, generation: Path, distribution: str) -> bool:
+        """Whether ``generation`` serves ``distribution`` exactly as it was frozen."""
+        return frozen_tree(self.frozen_root / distribution) == frozen_tree(
+            generation / "dists" / distribution)
 
     def frozen_filenames(self, distribution: str) -> set[str]:
         """The pool files a frozen distribution's index lists."""
@@ -469,9 +494,9 @@ class AptRepository:
                     # frozen as asked by a release that was killed after its freeze:
                     # nothing changes but that it is served, and that release goes on
                     served = self.current_generation()
-                    if served is not None and dist in self.distributions():
-                        return served
-                    return self._new_generation()
+                    if served is None or not self.serves_frozen(self.current.resolve(), dist):
+                        served = self._new_generation()
+                    return self._mark_served(dist, served)
                 raise KernError(f"{dist} is frozen already: a released distribution never "
                                 "changes", "release the next one (release: N+1 in "
                                 "recipes/suite.yaml)")
@@ -483,7 +508,7 @@ class AptRepository:
             try:
                 with disk_space(self.root):
                     self._freeze(dist, {r.filename for r in refs})
-                    return self._new_generation()
+                    return self._mark_served(dist, self._new_generation())
             except DiskFull as full:
                 raise self._disk_full(full.where, served) from None
 

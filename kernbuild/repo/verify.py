@@ -151,7 +151,9 @@ def verify(repo: "AptRepository") -> Verification:
     listed: list[tuple[str, bytes]] = []
     for name in served:
         dist = generation / "dists" / name
-        if repo.is_frozen(name):
+        since = repo.frozen_since(name) if repo.is_frozen(name) else None
+        if since is not None and result.generation >= since:
+            # (an older generation lists it as it was before its release froze it)
             _check_frozen(repo.frozen_root / name, dist, f"{here}/dists/{name}", result)
         release = _check_signatures(dist, f"{here}/dists/{name}", trusted, result)
         signatures = signatures and result.signatures
@@ -165,11 +167,9 @@ def verify(repo: "AptRepository") -> Verification:
 
 def _check_frozen(signed: Path, served: Path, where: str, result: Verification) -> None:
     """A frozen distribution's served tree must be the one signed at its release."""
-    def files(root: Path) -> dict[str, bytes]:
-        return {str(p.relative_to(root)): p.read_bytes()
-                for p in sorted(root.rglob("*")) if p.is_file()}
+    from kernbuild.repo.apt import frozen_tree
 
-    kept, found = files(signed), files(served)
+    kept, found = frozen_tree(signed), frozen_tree(served)
     for name in sorted(set(kept) | set(found)):
         if name not in found:
             result.problems.append(Problem(f"{where}/{name}", "missing from a frozen release"))
