@@ -18,6 +18,8 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -135,6 +137,20 @@ def build_images(workspace, suite: Suite, names: list[str], *,
     return builds
 
 
+@contextmanager
+def _sif_space(work: Path, tag: str, size: int) -> Iterator[None]:
+    """A full disk while making ``tag``'s SIF: one message saying what it needs."""
+    from kernbuild.fsutil import DiskFull, disk_space, human_size
+
+    try:
+        with disk_space(work):
+            yield
+    except DiskFull as full:
+        raise DiskFull(f"{full.message} while making the SIF of {tag}: its {human_size(size)} "
+                       "image is saved, then squashed, beside it (about twice that is needed;"
+                       " what it had written is removed)", full.hint, full.where) from None
+
+
 def make_sif(client, plan: ImagePlan, built, directory: Path, work: Path,
              apptainer: ApptainerRunner | None = None
              ) -> tuple[SifRecord, tuple[StepResult, ...]]:
@@ -162,7 +178,9 @@ def make_sif(client, plan: ImagePlan, built, directory: Path, work: Path,
     maker = "apptainer" if apptainer is not None else "assembled"
     cached = work / "sif-cache" / f"{built.id.removeprefix('sha256:')}-{maker}.sif"
     cached.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=work) as scratch:
+    # A full disk anywhere below (docker save, the SIF, its unpacked tree) is one message
+    # naming the state's image directory; the scratch directory is gone by then.
+    with _sif_space(work, plan.tag, built.size), tempfile.TemporaryDirectory(dir=work) as scratch:
         how = "cache"
         if not cached.exists():
             made = Path(scratch, "image.sif")
