@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The kill trials at every step boundary (tests/integration/test_kill_trials.py), on a
 # fresh Debian 12 host (root). CI runs the same test on a random sample of 50 of the
-# boundaries; this tries every one (about 90 trials), longer than CI allows.
+# boundaries; this tries every one (about 110 trials), longer than CI allows.
 # KERNBUILD_KILL_SEED=S repeats a CI run's sample instead.
 #
 #   bash ci/faults.sh            # prints "N/N trials recovered (boundaries tried: ...)"
