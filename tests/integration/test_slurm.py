@@ -135,6 +135,15 @@ def _our_jobs(work: Path) -> list[tuple[str, str, Path]]:
     return [(i, state, Path(d)) for i, state, d in jobs if Path(d).parent == work]
 
 
+def _running_jobs(process: subprocess.Popen, work: Path) -> list[tuple[str, str, Path]]:
+    """The jobs in ``work`` once one of them runs; empty if ``process`` ended first."""
+    running: list = []
+    while not running and process.poll() is None:
+        running = [job for job in _our_jobs(work) if job[1] == "RUNNING"]
+        time.sleep(0.2)
+    return running
+
+
 def _holding(suite: Suite, tmp_path: Path, seconds: int) -> Path:
     """A copy of the recipes whose wcs-roundtrip cells first hold for ``seconds``, so that
     a job can be cancelled or its submitter killed while a cell runs. Its pipeline
@@ -160,10 +169,7 @@ def test_a_cancelled_group_fails_exactly_its_cells_and_resume_reruns_only_those(
     work = suite.state / "matrix" / "slurm"
     first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        running: list = []
-        while not running and first.poll() is None:
-            running = [job for job in _our_jobs(work) if job[1] == "RUNNING"]
-            time.sleep(0.2)
+        running = _running_jobs(first, work)
         assert running, first.communicate()
         job_id, _, directory = running[0]
         subprocess.run(["scancel", job_id], check=True, timeout=60)
@@ -203,10 +209,7 @@ def test_the_jobs_of_a_sigkilled_run_are_cancelled_by_the_next(suite, images, tm
     work = suite.state / "matrix" / "slurm"
     killed = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        running: list = []
-        while not running and killed.poll() is None:
-            running = [job for job in _our_jobs(work) if job[1] == "RUNNING"]
-            time.sleep(0.2)
+        running = _running_jobs(killed, work)
         assert running, killed.communicate()
     finally:
         killed.kill()  # SIGKILL
