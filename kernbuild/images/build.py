@@ -49,7 +49,7 @@ def render_suite(suite: Suite) -> dict[str, str]:
 def build_images(workspace, suite: Suite, names: list[str], *,
                  formats: tuple[str, ...] = ("docker",),
                  output: Path | None = None, cvmfs: Path | None = None, jobs: int = 1,
-                 gpu: bool = False, report=lambda *_: None,
+                 gpu: bool = False, smoke: bool = True, report=lambda *_: None,
                  say=lambda _: None) -> list[ImageBuild]:
     """Images of ``names``: their packages built and published first, then each Docker
     image built from its plan and smoke-tested inside, then, as asked, a SIF (in
@@ -60,6 +60,10 @@ def build_images(workspace, suite: Suite, names: list[str], *,
     on the CUDA runtime layer. Such an image is refused if it holds a driver library,
     and ``kern-gpu-check`` runs in it, with the host's GPUs where the engine can pass
     them, to say whether this host can run it.
+
+    Without ``smoke`` (the matrix, whose cells test every image on every target, each
+    target checking a SIF's signature before it runs it): the images and SIFs are made
+    and recorded, and neither the recipes' smoke steps nor kern-gpu-check run here.
     """
     from kernbuild.build import open_builder
     from kernbuild.build.downloads import download_cache
@@ -116,21 +120,25 @@ def build_images(workspace, suite: Suite, names: list[str], *,
                 report(recipe.name, "image", "checking for driver libraries")
                 entry = replace(entry, cuda_runtime=refuse_driver_libraries(client, built.tag,
                                                                             plan))
-            report(recipe.name, "image", "smoke tests in the image")
-            result = ImageBuild(entry, smoke=tuple(
-                docker.run(ImageRef(built.tag, built.id), command) for command in plan.smoke))
-            if plan.cuda:
-                result = replace(result, gpu_check=check_gpu(client, built.tag))
+            result = ImageBuild(entry)
+            if smoke:
+                report(recipe.name, "image", "smoke tests in the image")
+                result = replace(result, smoke=tuple(
+                    docker.run(ImageRef(built.tag, built.id), command)
+                    for command in plan.smoke))
+                if plan.cuda:
+                    result = replace(result, gpu_check=check_gpu(client, built.tag))
             if "sif" in formats:
                 report(recipe.name, "image", "SIF")
-                sif, smoke = make_sif(client, plan, built, output or workspace.images / "sif",
-                                      workspace.images, apptainer)
-                result = replace(result, lock=replace(result.lock, sif=sif), sif_smoke=smoke)
+                sif, steps = make_sif(client, plan, built, output or workspace.images / "sif",
+                                      workspace.images, apptainer, smoke=smoke)
+                result = replace(result, lock=replace(result.lock, sif=sif), sif_smoke=steps)
             if "sandbox" in formats:
                 report(recipe.name, "image", f"sandbox in {cvmfs}")
-                sandbox, smoke = make_sandbox(client, plan, built, cvmfs, workspace.images)
+                sandbox, steps = make_sandbox(client, plan, built, cvmfs, workspace.images,
+                                              smoke=smoke)
                 result = replace(result, lock=replace(result.lock, sandbox=sandbox),
-                                 sandbox_smoke=smoke)
+                                 sandbox_smoke=steps)
             with locks.hold("lockfile"):  # kern.lock holds every image's entry
                 record(lockfile_path(workspace.recipes), result.lock)
         builds.append(result)
@@ -152,7 +160,7 @@ def _sif_space(work: Path, tag: str, size: int) -> Iterator[None]:
 
 
 def make_sif(client, plan: ImagePlan, built, directory: Path, work: Path,
-             apptainer: ApptainerRunner | None = None
+             apptainer: ApptainerRunner | None = None, smoke: bool = True
              ) -> tuple[SifRecord, tuple[StepResult, ...]]:
     """A SIF of the built Docker image, verified, then smoke-tested.
 
@@ -163,7 +171,8 @@ def make_sif(client, plan: ImagePlan, built, directory: Path, work: Path,
     Without one: assembled from the image's root filesystem with mksquashfs and
     siftool (unsigned: nothing here can sign it), each step run in its unpacked root
     filesystem (sif-bwrap). Either way the SIF is kept by the image's id and how it
-    was made: an unchanged image is not squashed again.
+    was made: an unchanged image is not squashed again. Without ``smoke``, only made
+    and checked by kernbuild's own reader: whoever runs it verifies it first.
     """
     from kernbuild.fsutil import atomic_copy
     from kernbuild.images import sif
@@ -204,7 +213,8 @@ def make_sif(client, plan: ImagePlan, built, directory: Path, work: Path,
         if target.resolve() != cached.resolve():
             atomic_copy(cached, target)  # readers see the old SIF or the new one, whole
         info = sif.verify_sif(target)
-        if apptainer is not None:
+        steps, tested = (), ""
+        if smoke and apptainer is not None:
             try:  # a SIF changed since it was signed goes no further
                 apptainer.verify(target)
             except KernError as exc:
@@ -217,17 +227,17 @@ def make_sif(client, plan: ImagePlan, built, directory: Path, work: Path,
                 raise KernError(f"apptainer reads other labels from {target} than the image's",
                                 "build it again: the SIF is not what was made")
             runner, ref, tested = apptainer, ImageRef(str(target)), apptainer.describe()
-            smoke = tuple(runner.run(ref, command) for command in plan.smoke) + (
+            steps = tuple(runner.run(ref, command) for command in plan.smoke) + (
                 runner.test(target),)
-        else:
+        elif smoke:
             unpacked = sif.unpack_sif(target, Path(scratch, "unpacked"))
-            smoke, tested = _rootfs_smoke(unpacked, plan), "sif-bwrap"
+            steps, tested = _rootfs_smoke(unpacked, plan), "sif-bwrap"
     return SifRecord(str(target), file_sha256(target), target.stat().st_size, info["arch"],
-                     how, tested), smoke
+                     how, tested), steps
 
 
-def make_sandbox(client, plan: ImagePlan, built, cvmfs: Path,
-                 work: Path) -> tuple[SandboxRecord, tuple[StepResult, ...]]:
+def make_sandbox(client, plan: ImagePlan, built, cvmfs: Path, work: Path,
+                 smoke: bool = True) -> tuple[SandboxRecord, tuple[StepResult, ...]]:
     """An unpacked root filesystem under ``cvmfs``, stored by digest: republishing an
     unchanged image does nothing."""
     from kernbuild.images.cvmfs import export_sandbox
@@ -246,7 +256,7 @@ def make_sandbox(client, plan: ImagePlan, built, cvmfs: Path,
                                   _image_env(client, built))
             path, changed = export_sandbox(rootfs, cvmfs, plan.tag, built.id)
     return (SandboxRecord(str(path), str(cvmfs / plan.tag), changed),
-            _rootfs_smoke(path, plan))
+            _rootfs_smoke(path, plan) if smoke else ())
 
 
 def _apptainer(workspace, suite: Suite, key, say) -> ApptainerRunner | None:
