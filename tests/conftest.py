@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny suite written into a temporary directory."""
+"""Shared fixtures (a tiny suite written into a temporary directory, ``figure``), and
+how ci/test.sh's two pytest-xdist workers share the tests out."""
 
 from __future__ import annotations
 
@@ -8,6 +9,55 @@ from pathlib import Path
 import pytest
 
 SHA = "a" * 64
+
+#: Integration modules that must run on one worker, one after another: those that make
+#: images of the same recipes (a tag such as kern/wcslib:1 is the Docker engine's, shared
+#: by every state directory) or submit jobs to the one-node Slurm cluster.
+FAMILIES = {
+    "wcslib-and-slurm": ("test_image", "test_udocker", "test_sif", "test_matrix",
+                         "test_native", "test_slurm", "test_cwl"),
+    "katpoint-and-releases": ("test_concurrency", "test_download_cache", "test_package",
+                              "test_kill_trials", "test_release", "test_repo_verify",
+                              "test_upstream", "test_reproduce"),
+}
+_FAMILY_OF = {module: family for family, modules in FAMILIES.items() for module in modules}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist's work units (ci/test.sh: ``-n 2 --dist loadscope``): a test
+    module, or a family of the integration modules above, always whole on one worker,
+    so its module fixtures are made once and a summary test sees all its module's."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFamily(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return _FAMILY_OF.get(Path(module).stem, module)
+
+    return ByFamily(config, log)
+
+
+@pytest.fixture
+def figure(request: pytest.FixtureRequest):
+    """``figure(line)``: a figure the test measured (fuzz cases tried, kill trials
+    recovered), printed in the run's "figures" section at the end, with the test's
+    name; kept with its report, so it is printed under pytest-xdist too, whose workers'
+    own output is not shown."""
+    def record(line: str) -> None:
+        request.node.user_properties.append(("figure", line))
+    return record
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    figures = [(report.nodeid.partition("@")[0], value)
+               for reports in terminalreporter.stats.values() for report in reports
+               if getattr(report, "when", None) == "call"
+               for name, value in getattr(report, "user_properties", ()) if name == "figure"]
+    if figures:
+        terminalreporter.section("figures")
+        for nodeid, line in sorted(figures):
+            terminalreporter.write_line(f"{nodeid}: {line}")
 
 
 def recipe_text(name: str, *, depends: list[str] | None = None,

@@ -151,3 +151,20 @@ def copy_of(suite: Suite, tmp_path: Path) -> Suite:
             shutil.copytree(suite.state / part, other.state / part, symlinks=True,
                             ignore=shutil.ignore_patterns("S.gpg-agent*"))  # agent sockets
     return other
+
+
+@pytest.fixture(scope="session")
+def wcslib_built(docker_engine, tmp_path_factory) -> Suite:
+    """The suite with wcslib (a C library, minutes to compile here) and wcs-roundtrip
+    built and published, once per session: the template of :func:`wcslib_suite`."""
+    template = make_suite(tmp_path_factory.mktemp("wcslib-built"))
+    template.run("package", "wcs-roundtrip")
+    return template
+
+
+@pytest.fixture(scope="module")
+def wcslib_suite(wcslib_built: Suite, tmp_path_factory) -> Suite:
+    """A module's own suite, wcslib and wcs-roundtrip built already (a copy of
+    :func:`wcslib_built`: its sources, builds, repository and key), for the modules
+    that test what is done with them, not how they are built."""
+    return copy_of(wcslib_built, tmp_path_factory.mktemp("suite"))

@@ -21,6 +21,12 @@ pytestmark = pytest.mark.docker
 
 
 @pytest.fixture(scope="module")
+def suite(wcslib_suite: Suite) -> Suite:
+    """wcslib and wcs-roundtrip built already: this module tests what runs them."""
+    return wcslib_suite
+
+
+@pytest.fixture(scope="module")
 def first_run(suite: Suite, tmp_path_factory) -> tuple[list[dict], object]:
     reports = tmp_path_factory.mktemp("reports")
     result = suite.run("test", "--pipeline", "wcs-roundtrip", "--jobs", "2", "--json",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import require_tools
+from tests.integration.conftest import Suite, require_tools
 from debian.debian_support import Version
 
 from kernbuild.runtime import ImageRef
@@ -18,6 +18,12 @@ from kernbuild.recipe.load import load_settings
 pytestmark = pytest.mark.docker  # the repository is built with Docker
 
 PACKAGES = ("libwcs8", "wcslib-tools")
+
+
+@pytest.fixture(scope="module")
+def suite(wcslib_suite: Suite) -> Suite:
+    """wcslib and wcs-roundtrip built already: this module tests what runs them."""
+    return wcslib_suite
 
 
 @pytest.fixture(scope="module")

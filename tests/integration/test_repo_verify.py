@@ -79,8 +79,7 @@ def problems(repo: AptRepository) -> dict[str, str]:
 
 @pytest.mark.parametrize("damage", ["changed", "truncated"])
 def test_apt_refuses_a_tampered_deb_and_verify_names_it(
-        repo: AptRepository, client: DockerSession, damage: str,
-        capsys: pytest.CaptureFixture[str]) -> None:
+        repo: AptRepository, client: DockerSession, damage: str, figure) -> None:
     update = apt(client, "update")
     assert update.ok, update.output
     control = apt(client, "install", "-y", "kern-other")
@@ -103,12 +102,11 @@ def test_apt_refuses_a_tampered_deb_and_verify_names_it(
     found = problems(repo)
     assert list(found) == [pool], found
     said = "Hash Sum mismatch" if "Hash Sum" in install.output else "File has unexpected size"
-    with capsys.disabled():
-        print(f"\n{damage} .deb: apt refused it ({said}); verify: {pool}: {found[pool]}")
+    figure(f"{damage} .deb: apt refused it ({said}); verify: {pool}: {found[pool]}")
 
 
 def test_apt_refuses_a_tampered_packages_index_and_verify_names_it(
-        repo: AptRepository, client: DockerSession, capsys: pytest.CaptureFixture[str]) -> None:
+        repo: AptRepository, client: DockerSession, figure) -> None:
     index = repo.current.resolve() / INDEX
     # A newer version slipped in, in every form of the index, as a replacement would be.
     text = (index / "Packages").read_bytes().replace(b"Version: 1.0", b"Version: 1.1", 1)
@@ -124,6 +122,5 @@ def test_apt_refuses_a_tampered_packages_index_and_verify_names_it(
     generation = f"generations/{repo.current_generation()}"
     assert {f"{generation}/{INDEX}/{name}" for name in ("Packages", "Packages.gz", "Packages.xz")
             } <= found.keys(), found
-    with capsys.disabled():
-        print(f"\nPackages: apt refused the update; verify named {len(found)} files: "
-              + ", ".join(sorted(Path(p).name for p in found)))
+    figure(f"Packages: apt refused the update; verify named {len(found)} files: "
+           + ", ".join(sorted(Path(p).name for p in found)))

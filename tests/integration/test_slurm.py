@@ -29,6 +29,12 @@ pytestmark = [pytest.mark.slurm, pytest.mark.docker]
 
 
 @pytest.fixture(scope="module")
+def suite(wcslib_suite: Suite) -> Suite:
+    """wcslib and wcs-roundtrip built already: this module tests what runs them."""
+    return wcslib_suite
+
+
+@pytest.fixture(scope="module")
 def images(slurm_cluster, suite: Suite) -> dict[str, dict]:
     """The wcs-roundtrip pipeline's images, Docker and SIF: recipe -> its entry."""
     result = suite.run("image", "wcs-roundtrip", "wcslib", "-f", "docker", "-f", "sif",

@@ -230,14 +230,13 @@ def test_each_input_changes_the_key(setup: Setup, what: str, name: str, shown_in
 
 
 def test_every_input_the_key_hashes_is_varied_by_a_test(
-        setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+        setup: Setup, figure) -> None:
     hashed = {name.split(":")[0] for name in setup.inputs("cc")}
     varied = {shown_in.split(":")[0] for _, _, shown_in, _ in CHANGES}
     assert hashed == varied
-    with capsys.disabled():
-        templates = sum(1 for p in debian.TEMPLATES.rglob("*") if p.is_file())
-        print(f"\nbuild key: {len(hashed)} inputs, each varied; {len(CHANGES) + templates} "
-              f"changes alter it, {len(SAME)} that alter no output leave it")
+    templates = sum(1 for p in debian.TEMPLATES.rglob("*") if p.is_file())
+    figure(f"build key: {len(hashed)} inputs, each varied; {len(CHANGES) + templates} "
+           f"changes alter it, {len(SAME)} that alter no output leave it")
 
 
 def touch_old(path: Path) -> None:

@@ -102,7 +102,7 @@ def test_atomic_writers_leave_the_old_file_and_no_temporary_on_enospc(
 
 
 def test_publish_running_out_of_space_at_every_step(
-        disk: Path, tmp_path: Path, key: SigningKey, capsys: pytest.CaptureFixture[str]) -> None:
+        disk: Path, tmp_path: Path, key: SigningKey, figure) -> None:
     """Space runs out at each point of a publish in turn (the pool copy, the keys, each
     index, each signature): every failure says the disk is full and which generation is
     still served, leaves that one served and whole, and the same publish succeeds once
@@ -147,8 +147,7 @@ def test_publish_running_out_of_space_at_every_step(
         assert sorted(r.name for r in repo.packages()) == ["bigdata", "hello"]
         assert repo.verify().ok
 
-    with capsys.disabled():
-        print(f"\nfull disk: 17 fill levels around a {big.stat().st_size} B .deb: "
-              + ", ".join(f"{n} {what}" for what, n in outcomes.items()))
+    figure(f"full disk: 17 fill levels around a {big.stat().st_size} B .deb: "
+           + ", ".join(f"{n} {what}" for what, n in outcomes.items()))
     # Every part of the publish was hit: the copy, what follows it, and enough room.
     assert all(outcomes.values()), outcomes

@@ -197,7 +197,7 @@ def value_mutations(draw) -> tuple[str, bytes]:
 @pytest.mark.parametrize("kind,strategy", [("byte", byte_mutations()),
                                            ("structure", structure_mutations()),
                                            ("value", value_mutations())])
-def test_mutated_recipes_give_only_diagnostics(suite_dir, capsys, kind, strategy):
+def test_mutated_recipes_give_only_diagnostics(suite_dir, figure, kind, strategy):
     tally = Tally()
 
     @FUZZ
@@ -207,8 +207,7 @@ def test_mutated_recipes_give_only_diagnostics(suite_dir, capsys, kind, strategy
 
     fuzz()
     assert tally.tried >= FUZZ.max_examples // 2  # hypothesis ran it, not a stub
-    with capsys.disabled():
-        print("\n" + tally.line(f"{kind} mutations of recipes"))
+    figure(tally.line(f"{kind} mutations of recipes"))
 
 
 def corpus() -> list[Path]:

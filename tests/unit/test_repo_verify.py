@@ -117,7 +117,7 @@ def test_tampering_is_reported_by_file_name(repo: AptRepository, tamper, file: s
 
 
 def test_every_tampered_file_is_named_with_expected_and_found(
-        repo: AptRepository, capsys: pytest.CaptureFixture[str]) -> None:
+        repo: AptRepository, figure) -> None:
     deb = served(repo, POOL_DEB)
     listed = next(r for r in repo.packages() if r.filename == POOL_DEB)
     assert listed.version == "1.0"
@@ -134,9 +134,8 @@ def test_every_tampered_file_is_named_with_expected_and_found(
     truncated = next(p for p in result.problems if p.path == POOL_DEB)
     assert (truncated.expected, truncated.actual) == (f"{size} bytes", f"{size // 2} bytes")
     assert reported == changed, [str(p) for p in result.problems]
-    with capsys.disabled():
-        print(f"\ntampered: {len(changed)} files changed, {len(reported)} reported by name "
-              f"({len(result.problems)} problems in all)")
+    figure(f"tampered: {len(changed)} files changed, {len(reported)} reported by name "
+           f"({len(result.problems)} problems in all)")
 
 
 def test_a_stale_current_link_is_reported(repo: AptRepository) -> None:

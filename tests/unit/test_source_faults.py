@@ -649,13 +649,12 @@ def test_a_mangled_archive_gives_one_diagnostic_never_a_traceback(tmp_path: Path
 # --- the figure -------------------------------------------------------------------------------
 
 
-def test_zz_network_faults_summary(capsys: pytest.CaptureFixture[str]) -> None:
+def test_zz_network_faults_summary(figure) -> None:
     """Prints the tally of the fault modes above (it is last in the module)."""
     recovered = sum(o == "recovered" for o in TALLY.outcomes.values())
     refused_ = sum(o == "refused" for o in TALLY.outcomes.values())
     assert recovered + refused_ == len(TALLY.outcomes)
     assert TALLY.partial == 0
-    with capsys.disabled():
-        print(f"\nnetwork faults: {len(TALLY.outcomes)} modes, {recovered + refused_} handled "
-              f"({recovered} recovered by retry, {refused_} refused), "
-              f"{TALLY.partial} partial cache entries")
+    figure(f"network faults: {len(TALLY.outcomes)} modes, {recovered + refused_} handled "
+           f"({recovered} recovered by retry, {refused_} refused), "
+           f"{TALLY.partial} partial cache entries")
