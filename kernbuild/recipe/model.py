@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import os
 import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -274,7 +275,11 @@ class Recipe:
 
     def fingerprint(self) -> str:
         """A sha256 over everything that affects the built packages (not the file's layout)."""
-        data = asdict(replace(self, path=Path(self.path.name), source_map=None))
+        source = self.source
+        if source.kind == "path":  # as written, relative: a moved checkout keeps its keys
+            source = replace(source, ref=os.path.relpath(source.ref, self.path.parent))
+        data = asdict(replace(self, path=Path(self.path.name), source=source,
+                              source_map=None))
         # Fingerprints key the build cache. Before the source map, a "document" field stood
         # in its place and was hashed as null; hash that still, not the map, so no key moves.
         del data["source_map"]

@@ -151,6 +151,23 @@ def test_fingerprints_stay_what_build_caches_were_keyed_by(tmp_path):
         "3774a1fb010c21574a3653439e58ef7ec3241a8f6fd09088ef2f1e0e34064c2e")
 
 
+def test_a_path_source_keys_the_same_wherever_the_checkout_is(tmp_path):
+    """``path:`` is resolved to an absolute path on loading; the key hashes it as written."""
+    text = recipe_text("demo").replace(f"pypi: demo\n  sha256: {'a' * 64}", "path: src")
+
+    def fingerprint(checkout: Path) -> str:
+        (checkout / "src").mkdir(parents=True)
+        recipe = load_recipe(write(checkout, text))
+        assert recipe.source.ref == str((checkout / "src").resolve())
+        return recipe.fingerprint()
+
+    here = fingerprint(tmp_path / "one")
+    assert fingerprint(tmp_path / "elsewhere" / "two") == here
+    moved = text.replace("path: src", "path: other")
+    (tmp_path / "three" / "other").mkdir(parents=True)
+    assert load_recipe(write(tmp_path / "three", moved)).fingerprint() != here
+
+
 def test_only_a_metapackage_has_no_source(tmp_path):
     text = recipe_text("demo").replace(f"source:\n  pypi: demo\n  sha256: {'a' * 64}\n", "")
     assert any("missing required key 'source'" in p for p in problems(write(tmp_path, text)))
