@@ -23,6 +23,11 @@ cache entry (a forced rebuild included: the entry it waited for is newer than
 its request) instead of building it again. A cache entry is only ever renamed
 into place whole, and an entry equal to the one there is not replaced at all,
 so a reader of an entry never sees it vanish.
+
+A rebuild that must leave all of that alone (``kernbuild reproduce``,
+:mod:`kernbuild.release.reproduce`) gives the builder a scratch ``cache`` and
+varied :class:`BuildConditions`, and calls :meth:`PackageBuilder.build` itself:
+nothing is looked up, cached or published.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -95,6 +101,20 @@ class BuildResult:
     error: str = ""
 
 
+@dataclass(frozen=True)
+class BuildConditions:
+    """How a build container runs dpkg-buildpackage. The defaults are every build's;
+    :mod:`kernbuild.release.variations` varies them, as reprotest does, to show that
+    none of it reaches the .debs. None of it is in the build key: it must change nothing."""
+
+    root: str = "/build"  # where the build directory is mounted (the tree is below it)
+    hostname: str = ""  # the container's; "" leaves Docker's (its id)
+    environment: tuple[tuple[str, str], ...] = ()  # added to dpkg-buildpackage's
+    packages: tuple[str, ...] = ()  # installed with the build dependencies, online
+    setup: tuple[tuple[str, ...], ...] = ()  # commands run next, still online
+    prefix: tuple[str, ...] = ()  # dpkg-buildpackage runs under it (umask, faketime)
+
+
 @dataclass
 class PackageBuilder:
     """Builds recipes of a suite into the build cache and publishes them to the repository."""
@@ -108,12 +128,19 @@ class PackageBuilder:
     jobs: int = 1
     report: Report = lambda recipe, state, detail: None
     locks: StateLocks | None = None  # default: the workspace's, waiting as it says
+    cache: Path | None = None  # the build cache; default: the workspace's
+    conditions: BuildConditions = field(default_factory=BuildConditions)
     _keys: dict[str, str] = field(default_factory=dict)
     _downloads: ProxyOnDemand | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         if self.locks is None:
             self.locks = self.workspace.locks()
+
+    @property
+    def builds(self) -> Path:
+        """Where build entries are kept (:attr:`cache`, else the workspace's build cache)."""
+        return self.cache if self.cache is not None else self.workspace.builds
 
     # --- keys ---------------------------------------------------------------------
 
@@ -187,7 +214,7 @@ class PackageBuilder:
     def _read_entry(self, recipe: Recipe) -> tuple[str, tuple[Path, ...], str] | None:
         """The entry under ``recipe``'s key: its version, .debs and what is wrong with
         it ("" when nothing is); None when there is no readable entry at all."""
-        entry = self.workspace.builds / self.key(recipe)
+        entry = self.builds / self.key(recipe)
         try:
             data = json.loads((entry / "manifest.json").read_text())
             version, names = data["version"], data["debs"]
@@ -215,7 +242,7 @@ class PackageBuilder:
         found = self._read_entry(recipe)
         if found is None or not found[2]:
             return
-        entry = self.workspace.builds / self.key(recipe)
+        entry = self.builds / self.key(recipe)
         self.locks.say(f"{recipe.name}: cache entry {entry.name[:12]} is corrupt "
                        f"({found[2]}): removed, building it again")
         aside = entry.with_name(f".old-{os.getpid()}-{entry.name}")
@@ -226,7 +253,7 @@ class PackageBuilder:
         """Which cache entry of ``recipe`` is there now (its manifest's inode and mtime):
         a different stamp later means another build replaced it meanwhile."""
         try:
-            found = (self.workspace.builds / self.key(recipe) / "manifest.json").stat()
+            found = (self.builds / self.key(recipe) / "manifest.json").stat()
         except OSError:
             return None
         return found.st_ino, found.st_mtime_ns
@@ -235,7 +262,7 @@ class PackageBuilder:
         """Remove the scratch directories of builds whose process is gone (SIGKILLed)."""
         removed = []
         try:
-            entries = list(self.workspace.builds.iterdir())
+            entries = list(self.builds.iterdir())
         except FileNotFoundError:
             return removed
         for entry in entries:
@@ -284,10 +311,7 @@ class PackageBuilder:
                 self.repo.publish(list(result.debs))
             self.report(result.recipe, result.state, result.error or f"{result.seconds:.1f} s")
 
-        # Build dependencies come through the download cache (kernbuild.build.downloads),
-        # its proxy stopped once the pool has finished every build.
-        self._downloads = ProxyOnDemand(download_cache(self.workspace.state))
-        with closing(self._downloads), ThreadPoolExecutor(max_workers=max(1, self.jobs)) as pool:
+        with self.fetching(), ThreadPoolExecutor(max_workers=max(1, self.jobs)) as pool:
             running: dict[Future, str] = {}
             while len(results) < len(order):
                 for recipe in order:
@@ -318,6 +342,15 @@ class PackageBuilder:
                     running.pop(future)
                     finish(future.result())
         return [results[r.name] for r in order]
+
+    @contextmanager
+    def fetching(self) -> Iterator[None]:
+        """Builds inside the block fetch their build dependencies through the download
+        cache (:mod:`kernbuild.build.downloads`); its proxy is stopped at the end, once
+        every build has finished."""
+        self._downloads = ProxyOnDemand(download_cache(self.workspace.state))
+        with closing(self._downloads):
+            yield
 
     def _build_or_fail(self, recipe: Recipe, force: bool,
                        seen: tuple[int, int] | None) -> BuildResult:
@@ -357,9 +390,9 @@ class PackageBuilder:
         key = self.key(recipe)
         self.report(recipe.name, "building", "fetching the source")
         source = self.sources.fetch(recipe)
-        self.workspace.builds.mkdir(parents=True, exist_ok=True)
+        self.builds.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=f".build-{os.getpid()}-{recipe.name}-",
-                                        dir=self.workspace.builds))
+                                        dir=self.builds))
         try:
             tree_name = f"{recipe.name}-{recipe.version}"
             tree = scratch / tree_name
@@ -369,7 +402,7 @@ class PackageBuilder:
             debian.write(debian.render(recipe, self.suite.settings, source.tree,
                                        binary_version=version if binnmu else None), tree)
             # The log lives outside the scratch directory so that it outlives a failure.
-            log_path = self.workspace.builds / "logs" / f"{recipe.name}-{key[:12]}.log"
+            log_path = self.builds / "logs" / f"{recipe.name}-{key[:12]}.log"
             log_path.parent.mkdir(exist_ok=True)
             with log_path.open("w", encoding="utf-8") as log:
                 lintian = self._run_container(recipe, scratch, tree_name, log)
@@ -393,7 +426,7 @@ class PackageBuilder:
             for leftover in scratch.iterdir():  # .buildinfo, .changes: keep only what we use
                 if leftover.suffix in (".buildinfo", ".changes"):
                     leftover.unlink()
-            final = self.workspace.builds / key
+            final = self.builds / key
             self._install_entry(scratch, final)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -428,7 +461,9 @@ class PackageBuilder:
 
     def _run_container(self, recipe: Recipe, scratch: Path, tree_name: str, log) -> tuple[str, ...]:
         client = self.connect()
-        mounts = {str(scratch): {"bind": "/build", "mode": "rw"}}
+        varied = self.conditions
+        root = varied.root
+        mounts = {str(scratch): {"bind": root, "mode": "rw"}}
         generation = self.repo.current_generation()
         if generation is not None:
             # One generation, not "current": a publish by another command switches
@@ -446,42 +481,52 @@ class PackageBuilder:
                 f"deb {settings.mirror} {settings.distribution} {' '.join(components)}\n")
             mounts[str(scratch / "areas.list")] = {
                 "bind": "/etc/apt/sources.list.d/debian-areas.list", "mode": "ro"}
-        where = f"/build/{tree_name}"
+        where = f"{root}/{tree_name}"
         proxy = self._downloads.get(client) if self._downloads is not None else None
         apt_env = {"http_proxy": proxy.url} if proxy is not None else None
         with DockerSession(client, self.environment.image_id, volumes=mounts,
                            labels={"kernbuild": "build", "kernbuild.recipe": recipe.name},
                            state=self.workspace.state,
-                           environment={"DEBIAN_FRONTEND": "noninteractive"}) as session:
+                           environment={"DEBIAN_FRONTEND": "noninteractive"},
+                           **({"hostname": varied.hostname} if varied.hostname else {})) as session:
             self.report(recipe.name, "building", "installing build dependencies")
             # A mirror's hiccup ("Some index files failed to download") is not the recipe's
             # fault: try three times before failing the build.
             self._exec(session, ["sh", "-c", APT_UPDATE_RETRIED], log, recipe,
                        "apt-get update failed",
-                       "is Debian's archive reachable from containers?", environment=apt_env,
-                       refused=proxy)
+                       "is Debian's archive reachable from containers?", workdir=root,
+                       environment=apt_env, refused=proxy)
             # A variant's build dependencies are most likely the ones that went wrong.
             line, _ = recipe.where(("variants", recipe.variant.name, "build", "depends")
                                    if recipe.variant else ("build", "depends"))
             self._exec(session, ["apt-get", "build-dep", "-y", where], log, recipe,
                        "its build dependencies could not be installed",
-                       f"check build.depends in {recipe.path}:{line}", environment=apt_env,
-                       refused=proxy)
+                       f"check build.depends in {recipe.path}:{line}", workdir=root,
+                       environment=apt_env, refused=proxy)
+            if varied.packages:
+                self._exec(session, ["apt-get", "install", "-y", "--no-install-recommends",
+                                     *varied.packages], log, recipe,
+                           "the tools of the varied build could not be installed", "",
+                           workdir=root, environment=apt_env, refused=proxy)
+            for command in varied.setup:
+                self._exec(session, list(command), log, recipe,
+                           "the varied build could not be set up", "", workdir=root)
             if proxy is not None:  # this container's share of what the cache did
                 log.write(f"# {proxy.counts(_address(session.container))}\n")
             # Build offline: a build that fetches from the network is not reproducible.
             self._disconnect(client, session.container)
             self.report(recipe.name, "building", "dpkg-buildpackage (offline)")
             jobs = max(1, (os.cpu_count() or 1) // max(1, self.jobs))
-            self._exec(session, list(BUILD_COMMAND), log, recipe,
+            self._exec(session, [*varied.prefix, *BUILD_COMMAND], log, recipe,
                        "dpkg-buildpackage failed", f"the recipe is {recipe.path}",
                        workdir=where,
-                       environment={"DEB_BUILD_OPTIONS": f"{BUILD_OPTIONS} parallel={jobs}"})
+                       environment={"DEB_BUILD_OPTIONS": f"{BUILD_OPTIONS} parallel={jobs}",
+                                    **dict(varied.environment)})
             self.report(recipe.name, "building", "lintian")
             # The .debs, not the .changes: lintian checks nothing of a binary-only
             # (+bN) upload's .changes, and nothing is ever uploaded from it.
-            output = self._exec(session, ["sh", "-c", "lintian --fail-on none /build/*.deb"],
-                                log, recipe, "lintian could not run", "")
+            output = self._exec(session, ["sh", "-c", "lintian --fail-on none *.deb"],
+                                log, recipe, "lintian could not run", "", workdir=root)
             return tuple(line for line in output.splitlines() if line[:2] in ("E:", "W:"))
 
     @staticmethod

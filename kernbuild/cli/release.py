@@ -130,3 +130,88 @@ def release(ctx: typer.Context,
         err.print(f"{done.notes.release}: {done.record.distribution} frozen (generation "
                   f"{done.generation}); record in {done.directory}; suite.yaml: release: "
                   f"{done.next_release}", markup=False, highlight=False)
+
+
+REPRODUCE_STYLE = {"identical": "green", "differs": "bold red", "missing": "red",
+                   "extra": "red", "failed": "red", "skipped": "dim"}
+
+
+@app.command()
+def reproduce(ctx: typer.Context,
+              release_name: str = typer.Argument(..., metavar="RELEASE",
+                                                 help="A release kept in the state: kern-N "
+                                                      "(or N)."),
+              vary: str = typer.Option("", "--vary", metavar="LIST",
+                                       help="reprotest's spelling: build_path, time, "
+                                            "timezone, umask, hostname, locales; -NAME "
+                                            "leaves one out (default: all)."),
+              sif: bool = typer.Option(False, "--sif",
+                                       help="Also make each image's SIF again and compare "
+                                            "its squashfs payload."),
+              keep: Optional[Path] = typer.Option(None, "--keep", metavar="DIR",
+                                                  help="Keep the rebuilt .debs and their "
+                                                       "logs there (new or empty)."),
+              recipes_from: Optional[Path] = typer.Option(
+                  None, "--recipes-from", metavar="DIR",
+                  help="The recipes as released, for a release that kept none."),
+              jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Rebuilds at once."),
+              as_json: bool = JSON) -> None:
+    """Rebuild a release's packages, varied as reprotest varies a build, and compare bytes.
+
+    Each .deb of the release is built again from the recipes it kept, in a scratch
+    directory (never the build cache, the repository or kern.lock), with another
+    build path, a clock 398 days ahead (faketime), TZ=UTC-14, umask 0002, another
+    hostname and LC_ALL=fr_CH.UTF-8, then compared byte for byte with the frozen one
+    in the pool; where they differ, the differing files are named (diffoscope on
+    the two files, kept with --keep, shows the bytes). Exit status 1 unless every
+    .deb (and, with --sif, every SIF payload) is identical.
+    """
+    from kernbuild.release.reproduce import reproduce_release
+    from kernbuild.release.variations import VARIATIONS, choose
+    from kernbuild.results import to_json
+
+    chosen = choose(vary)
+    if release_name.isdigit():
+        release_name = f"{_suite(ctx.obj).settings.name}-{release_name}"
+    with err.status(f"reproducing {release_name}") as status:
+        done = reproduce_release(
+            ctx.obj, release_name, variations=chosen,
+            recipes=recipes_from.resolve() if recipes_from else None,
+            keep=keep.resolve() if keep else None, jobs=jobs, sif=sif,
+            say=lambda text: (status.update(escape(text)),
+                              err.print(text, markup=False, highlight=False)))
+    if as_json:
+        _print_json({**to_json(done), "ok": done.ok})
+    else:
+        table = Table("recipe", ".deb", "result", "sha256 (frozen)", "sha256 (rebuilt)")
+        for deb in done.debs:
+            style = REPRODUCE_STYLE[deb.status]
+            table.add_row(deb.recipe, deb.file, f"[{style}]{deb.status}[/]",
+                          deb.frozen_sha256[:12] or "-", deb.rebuilt_sha256[:12] or "-")
+        out.print(table)
+        for deb in done.debs:
+            for difference in deb.differences:
+                out.print(f"{deb.file}: {difference}", markup=False, highlight=False)
+            if deb.error:
+                out.print(f"{deb.recipe}: {deb.error.splitlines()[0]}", markup=False,
+                          highlight=False)
+        for check in done.sifs:
+            style = REPRODUCE_STYLE[check.status]
+            out.print(f"SIF of {escape(check.image)}: [{style}]{check.status}[/] "
+                      f"{escape(check.detail or 'against ' + check.against)}")
+            for line in check.differences:
+                out.print(f"  {line}", markup=False, highlight=False)
+        for name in done.variations:
+            out.print(f"varied {name}: {VARIATIONS[name].description}", markup=False,
+                      highlight=False)
+        same = sum(1 for d in done.debs if d.status == "identical")
+        out.print(f"{release_name}: {same}/{len(done.debs)} .debs identical, varying "
+                  f"{', '.join(done.variations) or 'nothing'} ({done.seconds:.1f} s)",
+                  highlight=False)
+    if not done.ok:
+        differing = [d for d in done.debs if d.status == "differs"]
+        if differing and not keep and not as_json:
+            err.print(f"to see the bytes: kernbuild reproduce {release_name} --keep DIR, then "
+                      f"diffoscope {differing[0].frozen} DIR/{differing[0].file}",
+                      markup=False, highlight=False)
+        raise typer.Exit(1)

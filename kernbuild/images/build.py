@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -176,8 +177,6 @@ def make_sif(client, plan: ImagePlan, built, directory: Path, work: Path,
     """
     from kernbuild.fsutil import atomic_copy
     from kernbuild.images import sif
-    from kernbuild.images.rootfs import export_rootfs
-    from kernbuild.images.singularity import write_singularity_dir
     from kernbuild.sources import file_sha256
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -203,10 +202,8 @@ def make_sif(client, plan: ImagePlan, built, directory: Path, work: Path,
                 apptainer.sign(made)
                 how = "apptainer build"
             else:
-                rootfs = export_rootfs(client, built.id, Path(scratch, "rootfs"))
-                write_singularity_dir(rootfs, definition, built.labels, _image_env(client, built))
-                sif.assemble_sif(rootfs, definition, built.labels, made)
-                shutil.rmtree(rootfs)
+                assemble_from_image(client, built.id, definition, built.labels, made,
+                                    Path(scratch))
                 how = "mksquashfs+siftool"
             boundary("commit:sif-cache")
             os.replace(made, cached)  # the cache holds whole, signed SIFs only
@@ -236,6 +233,32 @@ def make_sif(client, plan: ImagePlan, built, directory: Path, work: Path,
                      how, tested), steps
 
 
+def assemble_from_image(client, image: str, definition: str, labels: dict[str, str],
+                        output: Path, scratch: Path) -> Path:
+    """kernbuild's own SIF of the Docker image ``image`` at ``output`` (as apptainer
+    would make it: :func:`kernbuild.images.sif.assemble_sif`), its root filesystem
+    unpacked in ``scratch`` meanwhile.
+
+    Reproducible: the squashfs is dated from the image's creation (SOURCE_DATE_EPOCH),
+    which also clamps the times of the files written now (``/.singularity.d``, the root
+    directory), so one image always gives the same squashfs payload.
+    """
+    from datetime import datetime
+
+    from kernbuild.images import sif
+    from kernbuild.images.rootfs import export_rootfs
+    from kernbuild.images.singularity import write_singularity_dir
+
+    attrs = client.images.get(image).attrs
+    created = datetime.fromisoformat(re.sub(r"\.(\d{6})\d*", r".\1",
+                                            attrs["Created"].replace("Z", "+00:00")))
+    rootfs = export_rootfs(client, image, scratch / "rootfs")
+    write_singularity_dir(rootfs, definition, labels, _image_env(client, image))
+    sif.assemble_sif(rootfs, definition, labels, output, epoch=int(created.timestamp()))
+    shutil.rmtree(rootfs)
+    return output
+
+
 def make_sandbox(client, plan: ImagePlan, built, cvmfs: Path, work: Path,
                  smoke: bool = True) -> tuple[SandboxRecord, tuple[StepResult, ...]]:
     """An unpacked root filesystem under ``cvmfs``, stored by digest: republishing an
@@ -253,7 +276,7 @@ def make_sandbox(client, plan: ImagePlan, built, cvmfs: Path, work: Path,
         with tempfile.TemporaryDirectory(dir=work) as scratch:
             rootfs = export_rootfs(client, built.id, Path(scratch, "rootfs"))
             write_singularity_dir(rootfs, WRITERS["singularity"].render(plan), built.labels,
-                                  _image_env(client, built))
+                                  _image_env(client, built.id))
             path, changed = export_sandbox(rootfs, cvmfs, plan.tag, built.id)
     return (SandboxRecord(str(path), str(cvmfs / plan.tag), changed),
             _rootfs_smoke(path, plan) if smoke else ())
@@ -279,9 +302,9 @@ def _rootfs_smoke(rootfs: Path, plan: ImagePlan) -> tuple[StepResult, ...]:
     return tuple(runner.run(ImageRef(str(rootfs)), command) for command in plan.smoke)
 
 
-def _image_env(client, built) -> dict[str, str]:
+def _image_env(client, image: str) -> dict[str, str]:
     """The image's ENV, which apptainer carries into 10-docker2singularity.sh."""
-    env = client.images.get(built.id).attrs["Config"].get("Env") or []
+    env = client.images.get(image).attrs["Config"].get("Env") or []
     return dict(item.split("=", 1) for item in env if "=" in item)
 
 

@@ -22,7 +22,7 @@ from kernbuild.errors import KernError
 from kernbuild.fsutil import check_empty_destination, disk_space, partial_dir, replace_dir
 from kernbuild.runtime.tools import first_error, require, run_tool
 
-__all__ = ["assemble_sif", "unpack_sif", "verify_sif"]
+__all__ = ["assemble_sif", "squashfs_payload", "unpack_sif", "verify_sif"]
 
 # siftool's --partarch numbers (sif's arch table), keyed by Go's GOARCH names as apptainer uses.
 SIF_ARCHES = {"386": 1, "amd64": 2, "arm": 3, "arm64": 4, "ppc64": 5, "ppc64le": 6, "mips": 7,
@@ -35,12 +35,13 @@ LAUNCH_SCRIPT = b"#!/usr/bin/env run-singularity\n"
 
 
 def assemble_sif(rootfs: Path, definition: str, labels: dict[str, str], output: Path,
-                 arch: str = "amd64") -> Path:
+                 arch: str = "amd64", epoch: int | None = None) -> Path:
     """A SIF file at ``output`` holding ``rootfs``; returns ``output``.
 
     As apptainer's SIF assembler makes it: ``rootfs`` as a gzip squashfs (ownership
     kept when run as root; ``-all-root`` otherwise, as apptainer does for users;
-    reproducible: ``SOURCE_DATE_EPOCH``, where set, is its timestamp) in a primary
+    reproducible: ``epoch``, or else ``SOURCE_DATE_EPOCH`` where set, is its creation
+    time, and every file time after it is clamped to it) in a primary
     system partition for ``arch``, the definition file, and the inspect metadata
     (``inspect-metadata.json``, generic JSON, holding the labels and the scripts),
     all in object group 1, with apptainer's launch script so the file can be run.
@@ -64,7 +65,8 @@ def assemble_sif(rootfs: Path, definition: str, labels: dict[str, str], output: 
         flags = ["-noappend", "-comp", "gzip", "-no-progress", "-quiet"]
         if os.geteuid() != 0:
             flags.append("-all-root")
-        run_tool([mksquashfs, str(rootfs), str(squashfs), *flags], where=output.parent)
+        env = {**os.environ, "SOURCE_DATE_EPOCH": str(epoch)} if epoch is not None else None
+        run_tool([mksquashfs, str(rootfs), str(squashfs), *flags], where=output.parent, env=env)
         (work / "definition").write_text(definition)
         (work / INSPECT_METADATA).write_text(json.dumps(_inspect_metadata(rootfs, definition,
                                                                           labels)))
@@ -204,6 +206,16 @@ def _dump(siftool: str, path: Path, object_id: int) -> bytes:
                         f"{first_error(result.stderr.decode(errors='replace'))}",
                         "the file is damaged: build it again")
     return result.stdout
+
+
+def squashfs_payload(path: Path) -> bytes:
+    """The bytes of the SIF's primary system partition, its squashfs root filesystem:
+    what must be the same for two SIFs of one image (the header's UUID and times, the
+    signature and the definition object are not)."""
+    partition = next(p for p in verify_sif(path)["partitions"] if p["type"] == "PrimSys")
+    with open(path, "rb") as image:
+        image.seek(partition["start"])
+        return image.read(partition["end"] - partition["start"])
 
 
 def unpack_sif(path: Path, dest: Path) -> Path:

@@ -10,7 +10,9 @@ nothing else of the state changes underneath a release's freeze) and goes:
 3. run the matrix (``targets``, default all) and refuse a failing cell that
    ``accepted_failures:`` does not name;
 4. write the release record aside (``releases/.kern-N.partial-*``): release.json,
-   notes.md, notes.json, the kern.lock of its images, the matrix's JUnit and HTML;
+   notes.md, notes.json, the kern.lock of its images, the matrix's JUnit and HTML,
+   and ``recipes/``, the suite's recipes as this release built them (suite.yaml
+   still saying ``release: N``), from which ``kernbuild reproduce`` rebuilds it;
 5. freeze ``kern-N`` in the repository (:meth:`AptRepository.freeze`) as exactly the
    packages of its recipes at their current builds; rename the record into place
    (``releases/kern-N``); and write ``release: N+1`` into suite.yaml, so that the
@@ -49,6 +51,7 @@ from kernbuild.results import LockEntry, from_json, to_json
 from kernbuild.workspace import Workspace
 
 RECORD = "release.json"
+RECIPES = "recipes"  # the recipes as released, in the record's directory
 
 
 @dataclass(frozen=True)
@@ -127,18 +130,18 @@ def cut_release(workspace: Workspace, suite: Suite, *, dry_run: bool = False,
     with workspace.locks(say).hold("release"):
         settings = suite.settings
         before = f"{settings.name}-{settings.release - 1}"
-        if _journal(workspace, before).exists():
+        if journal_path(workspace, before).exists():
             # killed once suite.yaml said release: N+1, before the journal went: done
             say(f"{before}: finishing a release that was interrupted at its end")
             record, notes, markdown = _kept(releases_dir(workspace) / before)
-            _journal(workspace, before).unlink()
+            journal_path(workspace, before).unlink()
             return ReleaseOutcome(record, notes, markdown, releases_dir(workspace) / before,
                                   record.generation, settings.release)
         previous, planned, where = _planned(workspace, suite)
         return _cut(workspace, suite, previous, planned, where, targets, jobs, cvmfs, say)
 
 
-def _journal(workspace: Workspace, distribution: str) -> Path:
+def journal_path(workspace: Workspace, distribution: str) -> Path:
     """Present while the release of ``distribution`` is under way (see the module)."""
     return releases_dir(workspace) / f".{distribution}.pending"
 
@@ -161,7 +164,7 @@ def _planned(workspace: Workspace, suite: Suite) -> tuple[ReleaseRecord | None,
     settings = suite.settings
     number, dist = settings.release, settings.repo_distribution
     done = releases_dir(workspace) / dist
-    resuming = _journal(workspace, dist).exists()
+    resuming = journal_path(workspace, dist).exists()
     if not resuming and (done.exists() or (workspace.repo / "frozen" / dist).exists()):
         raise KernError(f"{_where(workspace, 'release')}: {dist} is released already "
                         f"({done if done.exists() else 'frozen in the repository'})",
@@ -246,7 +249,7 @@ def _cut(workspace: Workspace, suite: Suite, previous: ReleaseRecord | None,
     images = [_image(lock, links.get(lock.tag, "")) for lock in locks]
 
     final = releases_dir(workspace) / planned.distribution
-    journal = _journal(workspace, planned.distribution)
+    journal = journal_path(workspace, planned.distribution)
     if final.exists():  # kept by this release, killed after that: read back, go on
         record, notes, markdown = _kept(final)
         generation = record.generation
@@ -261,6 +264,7 @@ def _cut(workspace: Workspace, suite: Suite, previous: ReleaseRecord | None,
                 lockfile = lockfile_path(workspace.recipes)
                 if lockfile.is_file():
                     shutil.copyfile(lockfile, work / "kern.lock")
+                snapshot_recipes(workspace.recipes, work / RECIPES)
                 write_junit(run.cells, work / "junit.xml")
                 write_html(run, work / "report")
                 say(f"{planned.title}: freezing {planned.distribution}")
@@ -293,6 +297,15 @@ def _cut(workspace: Workspace, suite: Suite, previous: ReleaseRecord | None,
     journal.unlink(missing_ok=True)
     say(f"{planned.title}: released; suite.yaml now says release: {following}")
     return ReleaseOutcome(record, notes, markdown, final, generation, following)
+
+
+def snapshot_recipes(recipes: Path, dest: Path) -> Path:
+    """A copy of the recipe directory ``recipes`` at ``dest`` (new): the recipe files,
+    suite.yaml and what they read (patches, ``path:`` sources), symlinks as links;
+    not version control or Python caches."""
+    shutil.copytree(recipes, dest, symlinks=True,
+                    ignore=shutil.ignore_patterns(".git", "__pycache__", "*.pyc"))
+    return dest
 
 
 def _publish_sandboxes(workspace: Workspace, suite: Suite, cvmfs: Path, release: str,
