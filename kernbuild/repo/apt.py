@@ -103,6 +103,31 @@ def _require(tool: str) -> str:
     return require(tool, "publishing the apt repository")
 
 
+#: A Unix socket's address holds 107 bytes and a NUL: gpg-agent cannot listen in a home
+#: whose longest socket path is longer, and gpg then says only "No agent running".
+_SOCKET_PATH_MAX = 107
+_LONGEST_SOCKET = "S.gpg-agent.browser"
+
+
+def _agent_sockets(home: Path) -> None:
+    """Make room for gpg-agent's sockets: in ``home`` where their paths fit a socket
+    address, else in the directory gnupg keeps for such a home under the user's runtime
+    directory (``/run/user/UID/gnupg/d.HASH``, which ``gpgconf --create-socketdir``
+    makes, and every gpg of that home then finds). A state directory deep in a CI
+    runner's or pytest's temporary tree is such a home."""
+    if len(f"{home}/{_LONGEST_SOCKET}") <= _SOCKET_PATH_MAX:
+        return
+    runtime = Path(f"/run/user/{os.getuid()}")
+    if not runtime.is_dir():
+        if os.getuid() != 0:
+            raise KernError(f"{home}: too long a path for gpg-agent's sockets, and there is "
+                            f"no {runtime} to put them in instead",
+                            "use a shorter --state, or run in a login session (which makes "
+                            f"{runtime})")
+        runtime.mkdir(mode=0o700, parents=True)  # what a login session would have made
+    _run([_require("gpgconf"), "--homedir", str(home), "--create-socketdir"])
+
+
 def _run(args: list[str], cwd: Path | None = None, where: Path | None = None) -> bytes:
     """Run ``args`` (never a shell string); its stdout, or a KernError with what it said
     (a full disk is named as ``where``, by default ``cwd``)."""
@@ -133,6 +158,7 @@ class SigningKey:
         gnupg_home = Path(gnupg_home).absolute()
         gnupg_home.mkdir(parents=True, exist_ok=True)
         gnupg_home.chmod(0o700)
+        _agent_sockets(gnupg_home)
         secret = cls._secret_fingerprints(gnupg_home)
         if fingerprint is not None:
             wanted = fingerprint.replace(" ", "").upper().removeprefix("0X")

@@ -51,6 +51,8 @@ TOOLS: dict[str, Tool] = {tool.name: tool for tool in (
     Tool("apt-ftparchive", ("apt-ftparchive",), "apt-get install apt-utils",
          "the apt repository's indices", True),
     Tool("gpg", ("gpg",), "apt-get install gpg", "signing the apt repository", True),
+    Tool("gpgconf", ("gpgconf",), "apt-get install gpgconf",
+         "gpg-agent's sockets, for a state directory deep in a temporary tree", False),
     Tool("gpgv", ("gpgv",), "apt-get install gpgv",
          "checking Debian's signed source indices", True),
     Tool("dpkg-deb", ("dpkg-deb",), "apt-get install dpkg", "reading the built packages", True),

@@ -73,6 +73,19 @@ def _kill_agent(home: Path) -> None:
         subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True)
 
 
+def test_a_home_too_deep_for_gpg_agents_sockets_still_signs(tmp_path: Path) -> None:
+    """Past 107 bytes a socket path cannot be bound: the agent listens in gnupg's socket
+    directory for that home instead (seen with a state under pytest-xdist's tree)."""
+    home = tmp_path / ("deep" * 20) / "gnupg"
+    assert len(f"{home}/S.gpg-agent.browser") > 107
+    key = SigningKey.ensure(home)
+    release = tmp_path / "Release"
+    release.write_text("Origin: test\n")
+    key.sign(release)
+    assert b"BEGIN PGP SIGNATURE" in (tmp_path / "InRelease").read_bytes()
+    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False)
+
+
 @pytest.fixture(scope="session")
 def key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SigningKey]:
     home = tmp_path_factory.mktemp("gnupg")
