@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import stat
 import sys
@@ -110,6 +111,21 @@ def remove_tree(path: Path) -> None:
         shutil.rmtree(path, onexc=retry)
     else:
         shutil.rmtree(path, onerror=retry)
+
+
+def remove_dead_scratch(root: Path, named: "re.Pattern[str]") -> list[Path]:
+    """Remove the entries of ``root`` whose name ``named`` matches with a process id
+    (its first group) of a process that is gone: the scratch a SIGKILLed run left.
+    The removed paths."""
+    from kernbuild.locks import process_alive
+
+    removed = []
+    for entry in root.iterdir() if root.is_dir() else ():
+        match = named.match(entry.name)
+        if match and not process_alive(int(match.group(1))):
+            remove_tree(entry)
+            removed.append(entry)
+    return removed
 
 
 def replace_dir(source: Path, dest: Path) -> None:

@@ -53,8 +53,8 @@ from kernbuild.engine import APT_UPDATE_RETRIED, disk_full
 from kernbuild.cuda import driver_packages
 from kernbuild.errors import KernError
 from kernbuild.failpoints import boundary
-from kernbuild.fsutil import remove_tree
-from kernbuild.locks import StateLocks, process_alive
+from kernbuild.fsutil import remove_dead_scratch, remove_tree
+from kernbuild.locks import StateLocks
 from kernbuild.recipe.graph import build_order, dependencies
 from kernbuild.recipe.model import Recipe, Suite
 from kernbuild.recipe.schema import relation_names
@@ -260,17 +260,7 @@ class PackageBuilder:
 
     def remove_leftovers(self) -> list[Path]:
         """Remove the scratch directories of builds whose process is gone (SIGKILLed)."""
-        removed = []
-        try:
-            entries = list(self.builds.iterdir())
-        except FileNotFoundError:
-            return removed
-        for entry in entries:
-            match = _LEFTOVER.match(entry.name)
-            if match and not process_alive(int(match.group(1))):
-                remove_tree(entry)
-                removed.append(entry)
-        return removed
+        return remove_dead_scratch(self.builds, _LEFTOVER)
 
     def version_for(self, recipe: Recipe) -> str:
         """The version a new build of ``recipe`` gets.

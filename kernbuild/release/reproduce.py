@@ -35,8 +35,7 @@ from pathlib import Path
 from typing import Callable
 
 from kernbuild.errors import KernError
-from kernbuild.fsutil import check_empty_destination, remove_tree
-from kernbuild.locks import process_alive
+from kernbuild.fsutil import check_empty_destination, remove_dead_scratch, remove_tree
 from kernbuild.release.cut import RECIPES, journal_path, read_record, releases_dir
 from kernbuild.release.debdiff import Difference, deb_differences
 from kernbuild.release.notes import ReleaseRecord, ReleasedRecipe
@@ -151,13 +150,7 @@ def _read_release(workspace: Workspace, distribution: str,
 
 def remove_leftovers(root: Path) -> list[Path]:
     """Remove the scratch directories of runs whose process is gone (SIGKILLed)."""
-    removed = []
-    for entry in root.iterdir() if root.is_dir() else ():
-        match = _LEFTOVER.match(entry.name)
-        if match and not process_alive(int(match.group(1))):
-            remove_tree(entry)
-            removed.append(entry)
-    return removed
+    return remove_dead_scratch(root, _LEFTOVER)
 
 
 def released_version(released: ReleasedRecipe) -> str:
