@@ -11,7 +11,8 @@ reverse dependencies.
 Each build runs in a new container of the build image: build dependencies come
 from Debian's archive (through the download cache, :mod:`kernbuild.build.downloads`,
 so the next build reuses what this one fetched) and from kernbuild's own signed
-repository, then the
+repository; a build whose build dependencies resolve to the same files as an
+earlier one's starts from that build's snapshot instead (:mod:`.snapshots`). Then the
 container is cut off the network and dpkg-buildpackage runs offline, then
 lintian. Results are written to the cache atomically and published at once, so
 the next recipe in the order can build-depend on them.
@@ -41,12 +42,13 @@ import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from kernbuild import cuda, debian
+from kernbuild.build import snapshots
 from kernbuild.build.downloads import DownloadProxy, ProxyOnDemand, download_cache
 from kernbuild.build.environment import BuildEnvironment, build_dockerfile
 from kernbuild.engine import APT_UPDATE_RETRIED, disk_full
@@ -65,6 +67,7 @@ from kernbuild.sources import file_sha256
 if TYPE_CHECKING:
     import docker
 
+    from kernbuild.build.slurm import SlurmBuilds
     from kernbuild.repo import AptRepository
     from kernbuild.sources import SourceCache
     from kernbuild.workspace import Workspace
@@ -99,6 +102,7 @@ class BuildResult:
     seconds: float = 0.0
     lintian: tuple[str, ...] = ()  # lintian's E: and W: lines
     error: str = ""
+    job: str = ""  # the Slurm job that built it (--executor slurm)
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,11 @@ class PackageBuilder:
     locks: StateLocks | None = None  # default: the workspace's, waiting as it says
     cache: Path | None = None  # the build cache; default: the workspace's
     conditions: BuildConditions = field(default_factory=BuildConditions)
+    #: Start builds from build-dependency snapshots (:mod:`kernbuild.build.snapshots`)
+    #: and make them. Never under varied conditions, whose tools are installed after.
+    snapshots: bool = True
+    #: Where builds run: here, or as Slurm jobs (:class:`kernbuild.build.slurm.SlurmBuilds`).
+    slurm: "SlurmBuilds | None" = None
     _keys: dict[str, str] = field(default_factory=dict)
     _downloads: ProxyOnDemand | None = field(default=None, init=False)
 
@@ -322,9 +331,15 @@ class PackageBuilder:
                         version, debs = cached
                         finish(BuildResult(recipe.name, version, self.key(recipe), "cached", debs))
                         continue
-                    self.report(recipe.name, "building", "")
-                    running[pool.submit(self._build_or_fail, recipe, force,
-                                        self._entry_stamp(recipe))] = recipe.name
+                    seen = self._entry_stamp(recipe)
+                    if self.slurm is not None:
+                        self.report(recipe.name, "building", "as a Slurm job")
+                        running[pool.submit(self.slurm.build, recipe, force, seen,
+                                            base_version[recipe.name],
+                                            self.key(recipe))] = recipe.name
+                    else:
+                        self.report(recipe.name, "building", "")
+                        running[pool.submit(self.build_one, recipe, force, seen)] = recipe.name
                 if not running:
                     continue
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -342,7 +357,7 @@ class PackageBuilder:
         with closing(self._downloads):
             yield
 
-    def _build_or_fail(self, recipe: Recipe, force: bool,
+    def build_one(self, recipe: Recipe, force: bool,
                        seen: tuple[int, int] | None) -> BuildResult:
         """Build and publish ``recipe`` under its lock, unless, once the lock is ours, the
         cache has its entry: one that another command made while this one waited (the
@@ -474,11 +489,17 @@ class PackageBuilder:
         where = f"{root}/{tree_name}"
         proxy = self._downloads.get(client) if self._downloads is not None else None
         apt_env = {"http_proxy": proxy.url} if proxy is not None else None
-        with DockerSession(client, self.environment.image_id, volumes=mounts,
-                           labels={"kernbuild": "build", "kernbuild.recipe": recipe.name},
-                           state=self.workspace.state,
-                           environment={"DEBIAN_FRONTEND": "noninteractive"},
-                           **({"hostname": varied.hostname} if varied.hostname else {})) as session:
+
+        def session_of(image: str) -> DockerSession:
+            return DockerSession(
+                client, image, volumes=mounts,
+                labels={"kernbuild": "build", "kernbuild.recipe": recipe.name},
+                state=self.workspace.state,
+                environment={"DEBIAN_FRONTEND": "noninteractive"},
+                **({"hostname": varied.hostname} if varied.hostname else {}))
+
+        with ExitStack() as stack:
+            session = stack.enter_context(session_of(self.environment.image_id))
             self.report(recipe.name, "building", "installing build dependencies")
             # A mirror's hiccup ("Some index files failed to download") is not the recipe's
             # fault: try three times before failing the build.
@@ -489,20 +510,46 @@ class PackageBuilder:
             # A variant's build dependencies are most likely the ones that went wrong.
             line, _ = recipe.where(("variants", recipe.variant.name, "build", "depends")
                                    if recipe.variant else ("build", "depends"))
-            self._exec(session, ["apt-get", "build-dep", "-y", where], log, recipe,
-                       "its build dependencies could not be installed",
-                       f"check build.depends in {recipe.path}:{line}", workdir=root,
-                       environment=apt_env, refused=proxy)
-            if varied.packages:
-                self._exec(session, ["apt-get", "install", "-y", "--no-install-recommends",
-                                     *varied.packages], log, recipe,
-                           "the tools of the varied build could not be installed", "",
+            hint = f"check build.depends in {recipe.path}:{line}"
+            key = snapshot = None
+            if self.snapshots and not varied.packages and not varied.setup:
+                resolved = snapshots.Resolution.parse(self._exec(
+                    session, [*snapshots.RESOLVE, where], log, recipe,
+                    "its build dependencies could not be resolved", hint, workdir=root,
+                    environment=apt_env))
+                if resolved.files:  # else the build image has them all: nothing to keep
+                    key = snapshots.snapshot_key(self.environment.image_id, resolved)
+                    snapshot = snapshots.find(client, key)
+            if snapshot is not None:
+                log.write(f"# build dependencies ({len(resolved.files)} packages) "
+                          f"installed already in {snapshot}\n")
+                if proxy is not None:
+                    log.write(f"# {proxy.counts(_address(session.container))}\n")
+                stack.close()  # this container's work is done: the snapshot's takes over
+                session = stack.enter_context(session_of(snapshot))
+            else:
+                self._exec(session, ["apt-get", "build-dep", "-y", where], log, recipe,
+                           "its build dependencies could not be installed", hint,
                            workdir=root, environment=apt_env, refused=proxy)
-            for command in varied.setup:
-                self._exec(session, list(command), log, recipe,
-                           "the varied build could not be set up", "", workdir=root)
-            if proxy is not None:  # this container's share of what the cache did
-                log.write(f"# {proxy.counts(_address(session.container))}\n")
+                if key is not None:
+                    started = time.monotonic()
+                    # What only apt itself reads goes first: no step after this one runs apt.
+                    self._exec(session, ["sh", "-c", snapshots.TRIM], log, recipe,
+                               "could not clean apt's files before the snapshot", "",
+                               workdir=root)
+                    made = snapshots.commit(client, session.container, key,
+                                            self.environment.image_id, recipe.name)
+                    log.write(f"# snapshot {made} took {time.monotonic() - started:.2f} s\n")
+                if varied.packages:
+                    self._exec(session, ["apt-get", "install", "-y", "--no-install-recommends",
+                                         *varied.packages], log, recipe,
+                               "the tools of the varied build could not be installed", "",
+                               workdir=root, environment=apt_env, refused=proxy)
+                for command in varied.setup:
+                    self._exec(session, list(command), log, recipe,
+                               "the varied build could not be set up", "", workdir=root)
+                if proxy is not None:  # this container's share of what the cache did
+                    log.write(f"# {proxy.counts(_address(session.container))}\n")
             # Build offline: a build that fetches from the network is not reproducible.
             self._disconnect(client, session.container)
             self.report(recipe.name, "building", "dpkg-buildpackage (offline)")

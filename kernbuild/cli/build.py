@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -44,15 +45,29 @@ def package(ctx: typer.Context,
             variant: str = typer.Option(None, "--variant", metavar="NAME",
                                         help="Build the recipes' variant NAME (such as gpu) "
                                              "into its own packages, <package>-NAME."),
+            no_snapshots: bool = typer.Option(
+                False, "--no-snapshots",
+                help="Install the build dependencies anew in each build: use no "
+                     "build-dependency snapshot (kern/build-deps images) and make none."),
+            executor: str = typer.Option(
+                "local", "--executor",
+                help="local, or slurm: each build a Slurm job (on a node with a Docker "
+                     "engine that sees the state directory), up to --jobs at once."),
+            slurm_args: str = typer.Option("", "--slurm-args",
+                                           help="Extra sbatch arguments, such as "
+                                                "'--partition=build --time=60'."),
             no_wait: bool = NO_WAIT,
             as_json: bool = JSON) -> None:
     """Build recipes into .debs in clean containers and publish them to the signed repository."""
     from kernbuild.build import open_builder, with_variant
     from kernbuild.recipe.graph import build_order
 
+    if executor not in ("local", "slurm"):
+        raise KernError(f"--executor {executor}: no such executor", "choose local or slurm")
     ws = _workspace(ctx, no_wait)
     suite = _suite(ws)
-    suite, names = with_variant(suite, names or suite.names_with_variant(variant), variant)
+    requested = names or suite.names_with_variant(variant)
+    suite, names = with_variant(suite, requested, variant)
     order = build_order(suite, names)
     status = {r.name: ("queued", "") for r in order}
     lock = threading.Lock()
@@ -74,17 +89,25 @@ def package(ctx: typer.Context,
 
         builder = open_builder(ws, suite, jobs=jobs, report=report,
                                say=lambda text: live.console.print(text))
+        builder.snapshots = not no_snapshots
+        if executor == "slurm":
+            from kernbuild.build.slurm import use_slurm
+
+            use_slurm(builder, requested, variant, shlex.split(slurm_args),
+                      say=lambda text: live.console.print(text))
         results = builder.run(names, force=force)
     if as_json:
         _print_json([{"recipe": r.recipe, "version": r.version, "state": r.state, "key": r.key,
                       "seconds": round(r.seconds, 3), "debs": [str(d) for d in r.debs],
-                      "lintian": list(r.lintian), "error": r.error} for r in results])
+                      "lintian": list(r.lintian), "error": r.error,
+                      **({"job": r.job} if r.job else {})} for r in results])
     else:
         summary = Table("recipe", "version", "state", "time", "packages", "lintian")
         for r in results:
             errors = sum(1 for line in r.lintian if line.startswith("E:"))
             summary.add_row(r.recipe, r.version, f"[{STATE_STYLE[r.state]}]{r.state}[/]",
-                            f"{r.seconds:.1f} s" if r.state == "built" else "-",
+                            (f"{r.seconds:.1f} s" if r.state == "built" else "-")
+                            + (f", job {r.job}" if r.job else ""),
                             "\n".join(d.name for d in r.debs) or "-",
                             f"{errors} E, {len(r.lintian) - errors} W" if r.lintian else "clean"
                             if r.state == "built" else "-")

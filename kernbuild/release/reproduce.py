@@ -177,6 +177,7 @@ def _rebuild(workspace: Workspace, suite, record: ReleaseRecord, scratch: Path,
     builder = open_builder(workspace, suite, jobs=jobs, report=report, say=say)
     builder.cache = scratch / "builds"  # never the build cache
     builder.conditions = conditions(variations)
+    builder.snapshots = False  # every dependency installed anew, as a rebuilder would
     by_name = {r.name: r for r in released}
     order = [r for r in build_order(suite, list(by_name)) if r.name in by_name]
     say(f"{record.title}: rebuilding {len(order)} recipe(s), varying "

@@ -1,7 +1,7 @@
 """Benchmark: package builds, measured side by side in one run.
 
     python tests/bench/bench_package.py [--recipe wcslib] [--rounds 3]
-    python tests/bench/bench_package.py --downloads [--dep-recipe pyvkfft]
+    python tests/bench/bench_package.py --downloads [--dep-recipe pyvkfft] [--dep-variant gpu]
                                         [--subset a,b,c | --subset all] [--image-recipe katversion]
 
 Prints two ratios:
@@ -22,14 +22,16 @@ Prints two ratios:
 With ``--downloads`` it prints instead the three figures of the download cache
 (kernbuild.build.downloads), each side by side in one run:
 
-3. dependency installation (``apt-get update`` and ``build-dep`` in the build log) of
-   a cold build of ``--dep-recipe`` into an empty state with an empty download
-   cache, against a second cold build into another empty state, the download cache
+3. dependency installation (``apt-get update``, the resolution, ``build-dep`` and the
+   snapshot's commit in the build log) of a cold build of ``--dep-recipe``'s
+   ``--dep-variant`` (default gpu: CUDA's toolkit; '' for the recipe itself) into an
+   empty state with an empty download cache and no build-dependency snapshot, against
+   a second cold build into another empty state, the download cache and the snapshot
    kept (goal: at most 10%);
 4. a cold ``kernbuild package`` of ``--subset`` (default: a few small independent
    recipes; ``--subset all`` for the whole suite, which takes tens of minutes) with
-   ``-j 1`` against ``-j 2``, each into an empty state, the download cache kept
-   (goal: -j 2 at least 1.6 times faster);
+   ``-j 1`` against ``-j 2``, each into an empty state, the download cache kept,
+   without snapshots (goal: -j 2 at least 1.6 times faster);
 5. the Docker image of ``--image-recipe`` built with an empty download cache against
    the same build again, Docker's layer cache bypassed both times (``nocache``), the
    download cache kept (goal: at most 0.5).
@@ -42,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -103,14 +106,19 @@ def lintian_seconds(state: Path, recipe: str) -> float:
                       if line.startswith("# lintian took")))
 
 
-def dependency_seconds(state: Path, recipe: str, downloads: Path) -> tuple[float, str]:
-    """A cold build of ``recipe`` into the empty ``state``: the seconds its build log
-    gives apt-get update and build-dep, and the log's download cache line."""
-    built = {r["recipe"]: r for r in json.loads(
-        kernbuild(state, "package", recipe, "--json", downloads=downloads).stdout)}[recipe]
-    log = (state / "builds" / "logs" / f"{recipe}-{built['key'][:12]}.log").read_text()
-    steps = [float(line.split()[3]) for line in log.splitlines()
-             if line.startswith(("# for took", "# apt-get took"))]
+def dependency_seconds(state: Path, recipe: str, downloads: Path,
+                       variant: str = "") -> tuple[float, str]:
+    """A cold build of ``recipe`` (its ``variant``) into the empty ``state``: the seconds
+    its build log gives the dependency steps, and the log's download cache line."""
+    options = ("--variant", variant) if variant else ()
+    built_as = f"{recipe}-{variant}" if variant else recipe  # a variant is a recipe of its own
+    built = {r["recipe"]: r for r in json.loads(kernbuild(
+        state, "package", recipe, *options, "--json", downloads=downloads).stdout)}[built_as]
+    log = (state / "builds" / "logs" / f"{built_as}-{built['key'][:12]}.log").read_text()
+    # apt-get update, the resolution and build-dep, and the snapshot's commit, if any.
+    steps = [float(found.group(1)) for line in log.splitlines()
+             if line.startswith(("# for took", "# apt-get took", "# snapshot "))
+             and (found := re.search(r" took ([\d.]+) s", line))]
     cache = next((line[2:] for line in log.splitlines() if line.startswith("# download cache")),
                  "no download cache line")
     return sum(steps), cache
@@ -150,24 +158,40 @@ def image_seconds(state: Path, recipe: str, downloads: Path) -> float:
     return seconds
 
 
+def forget_snapshots(recipe: str) -> None:
+    """Remove the build-dependency snapshots ``recipe``'s builds made."""
+    from kernbuild import engine
+    from kernbuild.build import snapshots
+
+    client = engine.connect()
+    for image in client.images.list(filters={"label": [
+            f"{snapshots.LABEL}={snapshots.KIND}", f"{snapshots.RECIPE}={recipe}"]}):
+        client.images.remove(image.id, force=True)
+
+
 def downloads_figures(args) -> None:
     """Figures 3, 4 and 5 of the module docstring."""
     work = Path(tempfile.mkdtemp(prefix="kernbuild-bench-downloads-"))
     try:
         cache = work / "downloads"
-        first, first_cache = dependency_seconds(work / "dep-1", args.dep_recipe, cache)
-        second, second_cache = dependency_seconds(work / "dep-2", args.dep_recipe, cache)
-        print(f"{args.dep_recipe}: dependency installation, cold build, empty download cache "
-              f"{first:7.2f} s  ({first_cache})")
-        print(f"{args.dep_recipe}: dependency installation, cold build, download cache kept "
-              f"{second:7.2f} s  ({second_cache})")
+        dep = f"{args.dep_recipe}-{args.dep_variant}" if args.dep_variant else args.dep_recipe
+        forget_snapshots(dep)
+        first, first_cache = dependency_seconds(work / "dep-1", args.dep_recipe, cache,
+                                                args.dep_variant)
+        second, second_cache = dependency_seconds(work / "dep-2", args.dep_recipe, cache,
+                                                  args.dep_variant)
+        print(f"{dep}: dependency installation, cold build, empty download cache, "
+              f"no snapshot {first:7.2f} s  ({first_cache})")
+        print(f"{dep}: dependency installation, cold build, download cache and snapshot "
+              f"kept {second:7.2f} s  ({second_cache})")
         print(f"second/first: {second / first:.2f} (goal: <= 0.10)\n")
 
         subset = all_recipes(work / "graph") if args.subset == "all" else args.subset.split(",")
-        one = timed(lambda: kernbuild(work / "j1", "package", "-j", "1", *subset,
-                                      downloads=cache))
-        two = timed(lambda: kernbuild(work / "j2", "package", "-j", "2", *subset,
-                                      downloads=cache))
+        # No snapshots: each run installs every build dependency, as the first run does.
+        one = timed(lambda: kernbuild(work / "j1", "package", "-j", "1", "--no-snapshots",
+                                      *subset, downloads=cache))
+        two = timed(lambda: kernbuild(work / "j2", "package", "-j", "2", "--no-snapshots",
+                                      *subset, downloads=cache))
         print(f"cold package of {len(subset)} recipes ({', '.join(subset)}), download cache kept")
         print(f"-j 1 {one:8.2f} s\n-j 2 {two:8.2f} s")
         print(f"-j 2 is {one / two:.2f} times faster (goal: >= 1.6)\n")
@@ -190,6 +214,8 @@ def main() -> None:
     parser.add_argument("--downloads", action="store_true",
                         help="measure the download cache's figures instead")
     parser.add_argument("--dep-recipe", default="pyvkfft")
+    parser.add_argument("--dep-variant", default="gpu",
+                        help="the variant of --dep-recipe built ('' for the recipe itself)")
     parser.add_argument("--subset", default=",".join(SUBSET),
                         help="recipes for -j 1 against -j 2, comma-separated, or 'all'")
     parser.add_argument("--image-recipe", default="katversion")

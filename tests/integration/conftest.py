@@ -88,9 +88,9 @@ def source_mirror_env(tarball: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def slurm_cluster() -> None:
     """A one-node cluster that answers; skip (or fail in CI) without one."""
-    from kernbuild.matrix.slurm import SlurmExecutor
+    from kernbuild.runtime.slurm import SlurmCluster
 
-    problem = SlurmExecutor(Path("/nonexistent")).unavailable()
+    problem = SlurmCluster().unavailable()
     if problem:
         if os.environ.get("KERNBUILD_REQUIRE_SLURM") == "1":
             pytest.fail(f"KERNBUILD_REQUIRE_SLURM=1 but: {problem}")

@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from dataclasses import replace
 
 import pytest
 
@@ -17,13 +18,13 @@ from kernbuild.matrix.slurm import (
     SlurmExecutor,
     cell_from_spec,
     cell_spec,
-    parse_fields,
     result_from_json,
     result_of_job,
     result_to_json,
 )
 from kernbuild.results import StepResult
 from kernbuild.runtime import Runner
+from kernbuild.runtime.slurm import parse_fields
 from kernbuild.recipe import load_suite
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -243,7 +244,7 @@ def test_unavailable_names_the_problem_and_the_fix(tmp_path, monkeypatch):
 
 
 def test_a_jobs_comment_names_its_run_and_only_a_dead_runs_jobs_are_reaped(tmp_path):
-    from kernbuild.matrix.slurm import dead_owner, owner_comment
+    from kernbuild.runtime.slurm import dead_owner, owner_comment
 
     state = tmp_path / "state"
     mine = owner_comment(state)
@@ -258,3 +259,60 @@ def test_a_jobs_comment_names_its_run_and_only_a_dead_runs_jobs_are_reaped(tmp_p
     assert dead_owner(dead.replace("host=", "host=elsewhere-"), state) is None
     assert dead_owner("", state) is None and dead_owner("a user's comment", state) is None
     assert dead_owner("kernbuild pid=x", state) is None
+
+
+def _slurm_builds(tmp_path, state: str, result: dict | None = None):
+    """SlurmBuilds on the stub cluster; its sbatch writes ``result`` as the job's, if given."""
+    from kernbuild.build.slurm import SlurmBuilds
+    from kernbuild.runtime.slurm import SlurmCluster
+    from kernbuild.workspace import Workspace
+
+    log = tmp_path / "sbatch.args"
+    _fake_slurm(tmp_path / "bin", log, state)
+    if result is not None:
+        sbatch = tmp_path / "bin" / "sbatch"
+        sbatch.write_text(sbatch.read_text().replace("echo \"99;cluster\"", (
+            'for a; do case $a in --chdir=*) d=${a#--chdir=};; esac; done; '
+            f"printf '%s' {shlex.quote(json.dumps(result))} > $d/result.json; "
+            'echo "99;cluster"')))
+    workspace = Workspace(ROOT / "recipes", tmp_path / "state")
+    return SlurmBuilds(SlurmCluster(["--partition=build"], poll=0.01), workspace,
+                       ("katpoint",), None), log
+
+
+def test_a_build_job_slurm_ended_early_fails_its_recipe_with_the_jobs_state(tmp_path,
+                                                                             monkeypatch):
+    from kernbuild.build.slurm import TIME_LIMIT
+
+    builds, log = _slurm_builds(tmp_path, "NODE_FAIL")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
+    katpoint = load_suite(ROOT / "recipes").get("katpoint")
+    result = builds.build(katpoint, False, None, "0.10-1kern1", "k" * 64)
+    assert (result.state, result.job, result.version) == ("failed", "99", "0.10-1kern1")
+    assert "katpoint: Slurm job 99 ended NODE_FAIL (exit code 0:0) before its build" \
+        in result.error
+    args = log.read_text().splitlines()
+    assert "--job-name=kern-build-katpoint" in args
+    assert args.index("--partition=build") > args.index(f"--time={TIME_LIMIT}")
+    wrap = shlex.split(args[args.index("--wrap") + 1])
+    assert wrap[1:4] == ["-m", "kernbuild.build.slurm", "build"]
+    spec = json.loads(Path(wrap[4]).read_text())
+    assert (spec["recipe"], spec["names"], spec["force"]) == ("katpoint", ["katpoint"], False)
+    assert Path(wrap[4]).parent.parent == tmp_path / "state" / "builds" / "slurm"
+    assert str(Path(wrap[4]).parent) in result.error  # its files are kept, and named
+
+
+def test_a_build_jobs_own_result_is_the_recipes_and_its_files_go(tmp_path, monkeypatch):
+    from kernbuild.build.package import BuildResult
+    from kernbuild.build.slurm import result_from_json, result_to_json
+
+    built = BuildResult("katpoint", "0.10-1kern1", "k" * 64, "built",
+                        (Path("/s/builds/k/python3-katpoint_0.10-1kern1_all.deb"),), 12.5,
+                        ("W: python3-katpoint: no-manual-page",))
+    assert result_from_json(result_to_json(built)) == built
+    builds, _ = _slurm_builds(tmp_path, "COMPLETED", result_to_json(built))
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
+    katpoint = load_suite(ROOT / "recipes").get("katpoint")
+    result = builds.build(katpoint, False, None, "0.10-1kern1", "k" * 64)
+    assert result == replace(built, job="99")
+    assert list(builds.work.iterdir()) == []
