@@ -465,6 +465,8 @@ class PackageBuilder:
             remove_tree(aside)
 
     def _run_container(self, recipe: Recipe, scratch: Path, tree_name: str, log) -> tuple[str, ...]:
+        from docker.types import Mount
+
         client = self.connect()
         varied = self.conditions
         root = varied.root
@@ -490,9 +492,16 @@ class PackageBuilder:
         proxy = self._downloads.get(client) if self._downloads is not None else None
         apt_env = {"http_proxy": proxy.url} if proxy is not None else None
 
+        # Bind mounts given as Mounts, not ``volumes=``: the SDK also declares each
+        # ``volumes`` target as a VOLUME in the container's config, which a snapshot's
+        # commit would carry, and the engine refuses to make a VOLUME over a file the
+        # image has (the committed mount point of kern.list).
+        binds = [Mount(target=spec["bind"], source=source, type="bind",
+                       read_only=spec["mode"] == "ro") for source, spec in mounts.items()]
+
         def session_of(image: str) -> DockerSession:
             return DockerSession(
-                client, image, volumes=mounts,
+                client, image, mounts=binds,
                 labels={"kernbuild": "build", "kernbuild.recipe": recipe.name},
                 state=self.workspace.state,
                 environment={"DEBIAN_FRONTEND": "noninteractive"},

@@ -50,6 +50,9 @@ RESOLVE = ("apt-get", "--print-uris", "-qq", "build-dep", "-y")
 #: Run before the commit: apt's indexes and downloaded .debs, which no step after the
 #: build-dep reads, would only make each snapshot some hundreds of MB larger.
 TRIM = "apt-get clean && rm -rf /var/lib/apt/lists/*"
+#: Bumped when what a snapshot holds changes for the same files: 2, since snapshots stopped
+#: declaring their build's bind mounts as VOLUMEs.
+FORMAT = 2
 # 'URI' name size hash, the hash as apt prints it (MD5Sum:<hex> in apt 3).
 _URI_LINE = re.compile(r"^'[^']*' (\S+) (\d+) (\S+)$")
 
@@ -71,7 +74,7 @@ class Resolution:
 
 def snapshot_key(build_image: str, resolved: Resolution) -> str:
     """The key of the snapshot that holds ``resolved`` installed in ``build_image``."""
-    digest = hashlib.sha256(f"build-image {build_image}\n".encode())
+    digest = hashlib.sha256(f"snapshot {FORMAT}\nbuild-image {build_image}\n".encode())
     for name, size, checksum in resolved.files:
         digest.update(f"{name} {size} {checksum}\n".encode())
     return digest.hexdigest()

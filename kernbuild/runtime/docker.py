@@ -289,10 +289,18 @@ class DockerSession:
         self.container = None
 
     def __enter__(self) -> "DockerSession":
+        from docker.errors import APIError
+
         GUARD.check()
-        self.container = self.client.containers.run(
-            self.image, ["sleep", "infinity"], detach=True,
-            labels=container_labels(self.labels, self.state), **self.options)
+        try:
+            self.container = self.client.containers.run(
+                self.image, ["sleep", "infinity"], detach=True,
+                labels=container_labels(self.labels, self.state), **self.options)
+        except APIError as exc:
+            raise KernError(f"the Docker engine could not start a container of "
+                            f"{self.image}: {exc.explanation or exc}",
+                            "see 'docker info' and the engine's log "
+                            "(journalctl -u docker)") from None
         GUARD.started(self.container)
         boundary(f"container:{(self.labels or {}).get('kernbuild', 'session')}")
         return self

@@ -17,13 +17,15 @@ COUNTS = re.compile(r"^# download cache: (\d+) from the cache, (\d+) fetched int
 
 
 def build_katversion(tmp: Path, cache: Path, depends: str = "cfortran",
-                     *options: str) -> tuple[dict, str]:
+                     *options: str, suite: Suite | None = None) -> tuple[dict, str]:
     """katversion, build-depending on ``depends`` too (small packages no build image
-    holds), into a fresh state with ``cache``; returns its result and its build log."""
-    suite: Suite = make_suite(tmp)
+    holds), into a fresh state with ``cache`` (or into ``suite``'s, again); returns its
+    result and its build log."""
+    suite = suite or make_suite(tmp)
     recipe = suite.recipes / "katversion.yaml"
-    recipe.write_text(recipe.read_text().replace(
-        "depends: [python3-packaging]", f"depends: [python3-packaging, {depends}]", 1))
+    recipe.write_text(re.sub(r"depends: \[python3-packaging[^]]*\]",
+                             f"depends: [python3-packaging, {depends}]", recipe.read_text(),
+                             count=1))
     result = suite.run("package", "--json", "katversion", *options, env={CACHE_ENV: str(cache)})
     built = {r["recipe"]: r for r in json.loads(result.stdout)}["katversion"]
     assert built["state"] == "built", built
@@ -88,9 +90,18 @@ def test_a_build_starts_from_the_snapshot_of_the_same_dependencies(docker_engine
     deb_one, deb_two = Path(one["debs"][0]), Path(two["debs"][0])
     assert deb_one.read_bytes() == deb_two.read_bytes()  # a snapshot changes no output
 
-    # Other build dependencies: another snapshot, and the recipe's older one is removed.
-    _, third = build_katversion(tmp_path / "three", cache, "cfortran, libjs-jquery")
+    # Other build dependencies, in the state that has a repository now, so that its
+    # kern.list is mounted into the build: another snapshot, and the older one is removed.
+    again = Suite(recipes=tmp_path / "one" / "recipes", state=tmp_path / "one" / "state")
+    _, third = build_katversion(tmp_path, cache, "cfortran, libjs-jquery", "--force",
+                                suite=again)
     newer = re.search(r"^# snapshot (kern/build-deps:\w+) took", third, re.M)
     assert newer and newer.group(1) != tag, third
     assert list(snapshots_of_katversion(client)) == [newer.group(1)]
+    # A snapshot made with the repository mounted takes the same mounts again (the
+    # engine once refused them: the commit had declared them VOLUMEs).
+    assert not client.images.get(newer.group(1)).attrs["Config"].get("Volumes")
+    _, fourth = build_katversion(tmp_path, cache, "cfortran, libjs-jquery", "--force",
+                                 suite=again)
+    assert f"installed already in {newer.group(1)}" in fourth, fourth
     client.images.remove(newer.group(1))
