@@ -24,4 +24,4 @@ PIPELINES=(--pipeline pipeline-imaging --pipeline pipeline-pulsar --pipeline pip
   --target toil --target toil-apptainer --target cwltool-native \
   --html .kernbuild/pipelines-report "$@"
 exec .venv/bin/kernbuild test "${PIPELINES[@]}" --target toil --target toil-apptainer \
-  --executor slurm --html .kernbuild/pipelines-report-slurm "$@"
+  --executor slurm --toil-batch-system slurm --html .kernbuild/pipelines-report-slurm "$@"

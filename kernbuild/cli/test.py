@@ -38,6 +38,11 @@ def matrix_test(ctx: typer.Context,
                 slurm_args: str = typer.Option("", "--slurm-args",
                                                help="Extra sbatch arguments, such as "
                                                     "'--partition=debug --time=10'."),
+                toil_batch_system: str = typer.Option(
+                    "single_machine", "--toil-batch-system",
+                    help="Where Toil's cells run their CWL steps: single_machine (in the "
+                         "cell's own process or Slurm job), or slurm (Toil submits each "
+                         "step as a Slurm job, the way large workflows run)."),
                 resume: bool = typer.Option(False, "--resume",
                                             help="Rerun only cells that failed, never ran, or "
                                                  "whose inputs changed."),
@@ -80,7 +85,7 @@ def matrix_test(ctx: typer.Context,
         run = run_matrix(ws, suite, pipelines=pipeline or None, images=image_name or None,
                          targets=target or None, jobs=jobs, resume=resume,
                          executor=executor, slurm_args=shlex.split(slurm_args),
-                         gpu=gpu, report=report,
+                         gpu=gpu, toil_batch_system=toil_batch_system, report=report,
                          say=lambda text: live.console.print(text, markup=False,
                                                              highlight=False))
     results = run.cells

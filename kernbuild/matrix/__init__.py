@@ -16,7 +16,9 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
+import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,6 +33,8 @@ from kernbuild.runtime import RUNNERS, ImageRef, Runner, RuntimeContext, make_ru
 
 #: The matrix's targets: every runner of the runtime layer, in the grid's order.
 TARGET_NAMES = tuple(RUNNERS)
+#: Where Toil's cells run their CWL steps (Toil's own --batchSystem names).
+TOIL_BATCH_SYSTEMS = ("single_machine", "slurm")
 
 GPU_CHECK_TIMEOUT = 60  # seconds: it reads a file and opens two libraries
 CWL_TIMEOUT = 1800  # seconds for a whole CWL workflow (each step takes seconds)
@@ -195,12 +199,19 @@ def run_matrix(workspace, suite: Suite, *, pipelines: list[str] | None = None,
                images: list[str] | None = None, targets: list[str] | None = None,
                jobs: int = 1, resume: bool = False, executor: str = "local",
                slurm_args: list[str] | None = None, gpu: bool = False,
+               toil_batch_system: str = "single_machine",
                report: Callable[[CellResult | Cell, str], None] = lambda *_: None,
                say=lambda _: None) -> MatrixRun:
     """Plan the matrix, make its images, run its cells ``jobs`` at a time, here
     (``executor="local"``) or on Slurm (``"slurm"``), packed into at most ``jobs``
     Slurm jobs at once that each run their share one after another
     (:mod:`kernbuild.matrix.slurm`).
+
+    Toil's cells run Toil's own ``single_machine`` batch system wherever the cell runs
+    (in a Slurm job, its steps share that job's allocation: a smoke workflow's steps
+    are tiny tasks, which the LOFAR pilot learnt to group); with ``toil_batch_system=
+    "slurm"`` Toil submits each CWL step as a Slurm job of its own, as large workflows
+    run, and its cells run on this host.
 
     With ``gpu``, the GPU image of every image whose recipe has a gpu variant joins
     the matrix; its cells run kern-gpu-check first, with the host's GPUs handed over
@@ -214,6 +225,9 @@ def run_matrix(workspace, suite: Suite, *, pipelines: list[str] | None = None,
             raise KernError(f"unknown target {name!r}", f"use one of {', '.join(TARGET_NAMES)}")
     if executor not in ("local", "slurm"):
         raise KernError(f"unknown executor {executor!r}", "use local or slurm")
+    if toil_batch_system not in TOIL_BATCH_SYSTEMS:
+        raise KernError(f"unknown Toil batch system {toil_batch_system!r}",
+                        f"use one of {', '.join(TOIL_BATCH_SYSTEMS)}")
     chosen = [suite.get(name) for name in pipelines] if pipelines else suite.pipelines
     if not chosen:
         raise KernError("the suite has no pipelines",
@@ -223,18 +237,19 @@ def run_matrix(workspace, suite: Suite, *, pipelines: list[str] | None = None,
             raise KernError(f"{recipe.name} has no pipeline section",
                             "pipelines: " + ", ".join(r.name for r in suite.pipelines))
     slurm = None
-    if executor == "slurm":
+    if executor == "slurm" or toil_batch_system == "slurm":
         from kernbuild.matrix.slurm import SlurmExecutor
 
         slurm = SlurmExecutor(workspace.state / "matrix" / "slurm", slurm_args or [])
         reason = slurm.unavailable()
         if reason:
-            raise KernError(f"the Slurm executor cannot run: {reason}",
-                            "start a cluster (bash ci/setup-slurm.sh) or use --executor local")
+            raise KernError(f"Slurm cannot be used: {reason}",
+                            "start a cluster (bash ci/setup-slurm.sh), or use --executor "
+                            "local and Toil's single_machine batch system")
         slurm.reap(workspace.state, say)  # the jobs of a killed run on this state
     wanted_targets = [t for t in all_targets(workspace, suite)
                       if not targets or t.name in targets]
-    if slurm is not None:  # a runner that schedules its own jobs (Toil) does so on Slurm
+    if toil_batch_system == "slurm":  # a runner that schedules its own jobs does so on Slurm
         wanted_targets = [t.on_slurm(slurm_args or []) or t for t in wanted_targets]
     image_names = sorted({i for r in chosen for i in r.pipeline.images
                           if not images or i in images})
@@ -287,12 +302,15 @@ def run_matrix(workspace, suite: Suite, *, pipelines: list[str] | None = None,
         state = MatrixState(workspace.state / "matrix" / "results.sqlite")
         scratch = workspace.state / "matrix" / "scratch"
         # What each target prepares once per image (a SIF unpacked and its signature
-        # verified, an image loaded into udocker, a chroot made), done before any cell
-        # runs, so no cell waits on another; the targets prepare side by side, ``jobs``
-        # at a time, each its own images one after another (a target's caches are its
-        # own, and most of its work is waiting on apptainer, udocker or mmdebstrap).
-        # An image that cannot be made ready (a SIF whose signature does not verify, an
-        # image udocker cannot load) fails its cells with the reason; the others go on.
+        # verified, an image loaded into udocker, a chroot made), each target its own
+        # images one after another (a target's caches are its own, and most of its work
+        # is waiting on apptainer, udocker or mmdebstrap). Here, the workers take up the
+        # preparations first and the cells as soon as their own image is ready on their
+        # target (:func:`run_side_by_side`): a SIF still being verified for one target
+        # holds up no other target's cells. On Slurm, everything is prepared before the
+        # jobs are submitted. An image that cannot be made ready (a SIF whose signature
+        # does not verify, an image udocker cannot load) fails its cells with the
+        # reason; the others go on.
         wanted: dict[str, list[Cell]] = {}  # target -> one cell per image to prepare
         for cell in cells:
             if cell.target.unavailable() or (resume and state.passed(cell.key)):
@@ -301,40 +319,25 @@ def run_matrix(workspace, suite: Suite, *, pipelines: list[str] | None = None,
             if all(c.digest != cell.digest for c in mine):
                 mine.append(cell)
 
-        def prepare(target_cells: list[Cell]) -> dict[tuple[str, str], str]:
-            ready = {}
-            for cell in target_cells:
-                say(f"{cell.target.name}: preparing {cell.image} ({cell.form})")
-                try:
-                    cell.target.prepare(cell.image_ref)
-                    ready[cell.target.name, cell.digest] = ""
-                except KernError as exc:
-                    say(f"{cell.target.name}: cannot prepare {cell.image}: {exc.message}")
-                    ready[cell.target.name, cell.digest] = exc.message
-            return ready
-
-        prepared: dict[tuple[str, str], str] = {}  # (target, digest) -> "" or why not
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            for ready in pool.map(prepare, wanted.values()):
-                prepared.update(ready)
+        def prepare(cell: Cell) -> str:
+            say(f"{cell.target.name}: preparing {cell.image} ({cell.form})")
+            try:
+                cell.target.prepare(cell.image_ref)
+                return ""
+            except KernError as exc:
+                say(f"{cell.target.name}: cannot prepare {cell.image}: {exc.message}")
+                return exc.message
 
         def finish(result: CellResult) -> CellResult:
             state.record(result)
             report(result, result.status)
             return result
 
-        def settled(cell: Cell) -> CellResult | None:
-            """The cell's result without running it: resumed, or its image not ready."""
-            stored = state.passed(cell.key) if resume else None
-            if stored is not None:
-                report(stored, "resumed")
-                return stored
-            if why := prepared.get((cell.target.name, cell.digest)):
+        def run(cell: Cell, unready: str = "") -> CellResult:
+            """Run ``cell``, or fail it with why its image is not ready (``unready``)."""
+            if unready:
                 return finish(cell.result("fail", f"cannot run {cell.image} ({cell.form}): "
-                                          f"{why}"))
-            return None
-
-        def run(cell: Cell) -> CellResult:
+                                          f"{unready}"))
             started = time.time()  # its turn: a worker took it up
             report(cell, "running")
             return finish(run_cell(cell, scratch, kept_dir(workspace.state) / cell.key,
@@ -343,38 +346,111 @@ def run_matrix(workspace, suite: Suite, *, pipelines: list[str] | None = None,
         results: dict[str, CellResult] = {}
         to_run = []
         for cell in cells:
-            done = settled(cell)
-            if done is not None:
-                results[cell.key] = done
+            stored = state.passed(cell.key) if resume else None
+            if stored is not None:
+                report(stored, "resumed")
+                results[cell.key] = stored
             else:
                 to_run.append(cell)
-        # On Slurm, every cell but those of a runner that submits its own jobs (Toil) or
-        # that cannot run here (it is skipped, saying why) is packed into Slurm jobs.
-        on_slurm: list[Cell] = []
-        here: list[Cell] = []
-        for cell in to_run:
-            packed = slurm is not None and not cell.target.schedules_on_slurm \
-                and not cell.target.unavailable()
-            (on_slurm if packed else here).append(cell)
-        with ThreadPoolExecutor(max_workers=max(1, jobs) + (1 if on_slurm else 0)) as pool:
-            submitted = None
-            if on_slurm:
-                measured, by_target = state.durations()
-                from kernbuild.matrix.groups import expected_seconds
+        from kernbuild.matrix.groups import expected_seconds
 
-                submitted = pool.submit(
-                    slurm.run_cells, on_slurm, workspace.recipes, workspace.state,
-                    slots=max(1, jobs), expected=expected_seconds(on_slurm, measured, by_target),
-                    on_submit=lambda group: [report(c, "queued") for c in group.cells],
-                    on_result=finish)
-            results.update({c.key: r for c, r in zip(here, pool.map(run, here))})
-            if submitted is not None:
-                for result in submitted.result():
-                    state.record(result)  # again, now with its job's log
-                    results[result.key] = result
+        expected = expected_seconds(to_run, *state.durations())
+        if jobs > 1:  # longest first: no worker is left with a long cell when others end
+            to_run.sort(key=lambda c: -expected[c.key])
+        if executor != "slurm":
+            _, ran = run_side_by_side(list(wanted.values()), to_run, jobs, prepare, run)
+            results.update(ran)
+        else:
+            ready, _ = run_side_by_side(list(wanted.values()), [], jobs, prepare, run)
+            # Every cell but those of a runner that submits its own jobs (Toil on its
+            # Slurm batch system) or that cannot run here (it is skipped, saying why)
+            # is packed into Slurm jobs.
+            on_slurm: list[Cell] = []
+            here: list[Cell] = []
+            for cell in to_run:
+                if why := ready.get((cell.target.name, cell.digest)):
+                    results[cell.key] = run(cell, why)
+                elif cell.target.schedules_on_slurm or cell.target.unavailable():
+                    here.append(cell)
+                else:
+                    on_slurm.append(cell)
+            with ThreadPoolExecutor(max_workers=max(1, jobs) + 1) as pool:
+                submitted = None
+                if on_slurm:
+                    submitted = pool.submit(
+                        slurm.run_cells, on_slurm, workspace.recipes, workspace.state,
+                        slots=max(1, jobs), expected=expected,
+                        on_submit=lambda group: [report(c, "queued") for c in group.cells],
+                        on_result=finish)
+                results.update({c.key: r for c, r in zip(here, pool.map(run, here))})
+                if submitted is not None:
+                    for result in submitted.result():
+                        state.record(result)  # again, now with its job's log
+                        results[result.key] = result
         used = {cell.tag for cell in cells}
         locks = [b.lock for b in [*builds.values(), *gpu_builds.values()] if b.lock.tag in used]
         return MatrixRun([results[c.key] for c in cells], locks, kept_dir(workspace.state))
+
+
+def run_side_by_side(preparations: list[list[Cell]], cells: list[Cell], jobs: int,
+                     prepare: Callable[[Cell], str], run: Callable[[Cell, str], CellResult]
+                     ) -> tuple[dict[tuple[str, str], str], dict[str, CellResult]]:
+    """``jobs`` workers over two kinds of work: the preparations (each a target's
+    images, one after another: ``prepare(cell)`` makes the cell's image ready on its
+    target and returns "" or why it cannot) and the ``cells``, taken up in their order
+    as soon as their own image is ready on their target; ``run(cell, why)`` runs one, or
+    fails it with why its image is not ready. A cell whose image is in no preparation is
+    ready at once. Returns (what each (target, digest) preparation said, each cell's
+    result by key); the first exception a worker meets stops the others and is raised."""
+    waiting_for = {(c.target.name, c.digest) for group in preparations for c in group}
+    queue = deque(preparations)
+    pending = list(cells)
+    ready: dict[tuple[str, str], str] = {}
+    results: dict[str, CellResult] = {}
+    stopped: list[BaseException] = []
+    changed = threading.Condition()
+
+    def is_ready(cell: Cell) -> bool:
+        pair = (cell.target.name, cell.digest)
+        return pair in ready or pair not in waiting_for
+
+    def take() -> list[Cell] | Cell | None:
+        with changed:
+            while not stopped:
+                if queue:
+                    return queue.popleft()
+                for number, cell in enumerate(pending):
+                    if is_ready(cell):
+                        return pending.pop(number)
+                if not pending:
+                    return None
+                changed.wait()
+            return None
+
+    def work() -> None:
+        try:
+            while (item := take()) is not None:
+                if isinstance(item, list):
+                    for cell in item:
+                        said = prepare(cell)
+                        with changed:
+                            ready[cell.target.name, cell.digest] = said
+                            changed.notify_all()
+                else:
+                    result = run(item, ready.get((item.target.name, item.digest), ""))
+                    with changed:
+                        results[item.key] = result
+        except BaseException as exc:
+            with changed:
+                stopped.append(exc)
+                changed.notify_all()
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        for _ in range(max(1, jobs)):
+            pool.submit(work)
+    if stopped:
+        raise stopped[0]
+    return ready, results
 
 
 def _last_error(output: str) -> str:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import copy
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, ClassVar
 
@@ -84,6 +84,10 @@ class RuntimeContext:
     state: Path  # the state directory: runners keep their caches under state/matrix
     repo_root: Path  # the signed repository (native)
     settings: "SuiteSettings"  # the suite's Debian release, mirror, base image
+    #: (SIF sha256, key fingerprint) pairs whose signature apptainer verified in this
+    #: command: every target that runs SIFs (apptainer, sif-bwrap, cwltool's and Toil's)
+    #: checks each SIF, and the second one to ask need not start apptainer again.
+    verified: set[tuple[str, str]] = field(default_factory=set, compare=False)
 
     @classmethod
     def for_workspace(cls, workspace, settings: "SuiteSettings") -> "RuntimeContext":

@@ -84,16 +84,19 @@ class ApptainerRunner(Runner):
     name, form = "apptainer", "sif"
 
     def __init__(self, connect=None, cache: Path | None = None, settings=None,
-                 images: Path | None = None) -> None:
+                 images: Path | None = None,
+                 verified: set[tuple[str, str]] | None = None) -> None:
         self.connect, self.cache, self.settings, self.images = connect, cache, settings, images
         self.keys: Path | None = None  # the keyring that signs and verifies (use_key)
-        self._verified: set[str] = set()  # SIF digests whose signature verified
+        self._fingerprint = ""  # of the key in that keyring
+        # (SIF digest, key fingerprint) verified: shared by the runners of one context
+        self._verified = set() if verified is None else verified
         self._engine_error: str | None = None  # why no engine answers ("": it does)
 
     @classmethod
     def from_context(cls, context: RuntimeContext) -> "ApptainerRunner":
         return cls(context.connect, context.cache("apptainer"), context.settings,
-                   context.state / "images")
+                   context.state / "images", context.verified)
 
     def program(self) -> str | None:
         """The apptainer to run: the host's, else the wrapper of the containerised one
@@ -123,9 +126,9 @@ class ApptainerRunner(Runner):
         with the suite's key in use, refuse a SIF whose signature does not verify."""
         if not locate("apptainer"):
             self.containerised()
-        if self.keys and image.ref and image.digest not in self._verified:
+        if self.keys and image.ref and (image.digest, self._fingerprint) not in self._verified:
             self.verify(Path(image.ref))
-            self._verified.add(image.digest)
+            self._verified.add((image.digest, self._fingerprint))
 
     def containerised(self) -> Path:
         """The wrapper scripts of the containerised apptainer, its image made if missing."""
@@ -195,7 +198,7 @@ class ApptainerRunner(Runner):
         (APPTAINER_KEYSDIR under the cache), once."""
         keys = self.cache / "keys"
         marker = keys / f".imported-{key.fingerprint}"
-        self.keys = keys
+        self.keys, self._fingerprint = keys, key.fingerprint
         if not marker.exists():
             keys.mkdir(parents=True, exist_ok=True)
             keys.chmod(0o700)

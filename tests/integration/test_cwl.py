@@ -113,12 +113,12 @@ def test_the_report_shows_images_runners_results_and_kept_outputs(run):
 
 @pytest.mark.slurm
 def test_toil_on_slurm_runs_every_cwl_step_as_a_slurm_job(suite: Suite, run, slurm_cluster):
-    """``--executor slurm``: Toil submits the workflow's steps itself (--batchSystem
-    slurm), and Slurm's own records say each of those jobs completed."""
+    """``--toil-batch-system slurm``: Toil submits the workflow's steps itself
+    (--batchSystem slurm), and Slurm's own records say each of those jobs completed."""
     from kernbuild.matrix.slurm import SlurmExecutor
 
     result = suite.run("test", "--pipeline", "pipeline-simulation", "-t", "toil",
-                       "--executor", "slurm", "--json")
+                       "--executor", "slurm", "--toil-batch-system", "slurm", "--json")
     [cell] = json.loads(result.stdout)
     assert cell["status"] == "pass", cell["reason"]
     log = log_of({("s", "toil"): cell}, "s", "toil")
@@ -129,6 +129,21 @@ def test_toil_on_slurm_runs_every_cwl_step_as_a_slurm_job(suite: Suite, run, slu
     slurm = SlurmExecutor(suite.state / "unused")
     assert {(slurm.job_state(job) or ("unknown",))[0] for job in jobs} == {"COMPLETED"}
     assert "image check: PASS" in log
+
+
+@pytest.mark.slurm
+def test_a_toil_cell_on_the_slurm_executor_runs_inside_its_packed_job(
+        suite: Suite, run, slurm_cluster):
+    """``--executor slurm`` alone: Toil's cell is packed into a Slurm job like any other,
+    Toil running its steps there on its single_machine batch system: no step is a Slurm
+    job of its own."""
+    result = suite.run("test", "--pipeline", "pipeline-simulation", "-t", "toil",
+                       "--executor", "slurm", "--json")
+    [cell] = json.loads(result.stdout)
+    assert cell["status"] == "pass", cell["reason"]
+    assert [s["phase"] for s in cell["steps"]] == ["cwl", "slurm"]  # the job that held it
+    log = cell["steps"][0]["output"]
+    assert "image check: PASS" in log and "queued as job" not in log, log[-3000:]
 
 
 def test_a_wrong_expectation_fails_the_imaging_cell_with_the_asserts_message(

@@ -81,3 +81,45 @@ def test_the_container_carries_the_kernbuild_runs_labels():
     bare = docker_command(["--version"], cwd="/", env={INHERITED_LABELS: "not json"})
     assert [bare[i + 1] for i, arg in enumerate(bare) if arg == "--label"] == [
         "kernbuild=apptainer"]
+
+
+def test_the_targets_of_one_command_verify_each_sif_once_per_key(tmp_path: Path, monkeypatch):
+    """apptainer, sif-bwrap, cwltool's and Toil's targets all check each SIF: the first
+    one's verified signature stands for the others of the same context, for that key."""
+    from kernbuild.runtime import ImageRef, RuntimeContext
+
+    calls = tmp_path / "calls"
+    program = tmp_path / "apptainer"
+    program.write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\n")
+    program.chmod(0o755)
+    monkeypatch.setattr(apptainer, "locate", lambda _name: str(program))
+
+    class Key:
+        def __init__(self, fingerprint: str) -> None:
+            self.fingerprint = fingerprint
+
+        def export_secret(self):
+            return b"secret"
+
+        def export_public(self, binary=False):
+            return b"public"
+
+    def runner(context, key):
+        made = apptainer.ApptainerRunner.from_context(context)
+        made.use_key(key)
+        return made
+
+    def verified() -> int:
+        return sum(line.startswith("verify") for line in calls.read_text().splitlines())
+
+    one_key, other_key = Key("A" * 40), Key("B" * 40)
+    context = RuntimeContext(lambda: None, tmp_path / "state", tmp_path / "repo", None)
+    sif = ImageRef(str(tmp_path / "x.sif"), "sha256:1")
+    runner(context, one_key).prepare(sif)
+    runner(context, one_key).prepare(sif)
+    assert verified() == 1
+    runner(context, other_key).prepare(sif)  # another key: its own verdict
+    assert verified() == 2
+    fresh = RuntimeContext(lambda: None, tmp_path / "state", tmp_path / "repo", None)
+    runner(fresh, one_key).prepare(sif)  # another command asks again
+    assert verified() == 3

@@ -78,3 +78,66 @@ def test_expected_time_is_the_last_measured_else_the_targets_mean_else_a_default
     measured = {cells[0].key: 3.0}
     expected = expected_seconds(cells, measured, {"udocker": 7.5})
     assert [expected[c.key] for c in cells] == [3.0, 7.5, DEFAULT_CELL_S]
+
+
+# --- the local executor: preparations and cells side by side (run_side_by_side) -------
+
+
+def test_a_cell_runs_while_another_target_still_prepares(pipeline):
+    """Two workers: the slow target's preparation holds up its own cells only; the other
+    target's cells run meanwhile, and a preparation that fails fails its cells with why."""
+    import threading
+
+    from kernbuild.matrix import run_side_by_side
+
+    slow, fast, broken = Target("slow"), Target("fast"), Target("broken")
+    cells = [Cell(pipeline, name, "docker", target, "ref", f"sha256:{name}")
+             for name, target in (("a", slow), ("b", fast), ("c", fast), ("d", broken))]
+    released = threading.Event()
+    order: list[str] = []
+
+    def prepare(cell: Cell) -> str:
+        if cell.target is slow:
+            assert released.wait(10), "the fast target's cells never ran"
+        order.append(f"prepared {cell.image}")
+        return "no such SIF" if cell.target is broken else ""
+
+    def run(cell: Cell, unready: str):
+        order.append(f"ran {cell.image}" + (f" ({unready})" if unready else ""))
+        if cell.image == "c":
+            released.set()  # the slow preparation ends only after the fast cells ran
+        return cell.result("fail" if unready else "pass", unready)
+
+    preparations = [[cells[0]], [cells[1]], [cells[3]]]  # c's image is in none: ready at once
+    ready, results = run_side_by_side(preparations, cells, 2, prepare, run)
+    assert set(results) == {c.key for c in cells}
+    assert results[cells[3].key].reason == "no such SIF"
+    assert ready[("slow", "sha256:a")] == "" and ready[("broken", "sha256:d")] == "no such SIF"
+    assert order.index("ran c") < order.index("prepared a") < order.index("ran a")
+
+
+def test_one_worker_prepares_everything_before_the_first_cell(pipeline):
+    from kernbuild.matrix import run_side_by_side
+
+    one, two = Target("one"), Target("two")
+    cells = [Cell(pipeline, name, "docker", target, "ref", f"sha256:{name}")
+             for name, target in (("a", one), ("b", two))]
+    order: list[str] = []
+    run_side_by_side([[cells[0]], [cells[1]]], cells, 1,
+                     lambda c: order.append(f"prepared {c.image}") or "",
+                     lambda c, _why: order.append(f"ran {c.image}") or c.result("pass"))
+    assert order == ["prepared a", "prepared b", "ran a", "ran b"]
+
+
+def test_a_worker_that_fails_stops_the_others_and_its_error_is_raised(pipeline):
+    from kernbuild.errors import KernError
+    from kernbuild.matrix import run_side_by_side
+
+    target = Target("t")
+    cells = [Cell(pipeline, name, "docker", target, "ref", f"sha256:{name}") for name in "ab"]
+
+    def prepare(cell: Cell) -> str:
+        raise KernError("kernbuild is stopping: no new container is started")
+
+    with pytest.raises(KernError, match="stopping"):
+        run_side_by_side([cells], cells, 2, prepare, lambda c, _w: c.result("pass"))
