@@ -30,6 +30,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -386,7 +387,19 @@ def shim(argv: list[str]) -> int:
 
 
 def _remove_container(name: str) -> None:
-    subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60, check=False)
+    """Remove the shim's container ``name``, whose step timed out. The docker client was
+    killed, perhaps while the engine was still creating the container: ask until the
+    engine has twice in a row known no such container (a few seconds at most)."""
+    absent = 0
+    for _ in range(20):
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60,
+                       check=False)
+        listed = subprocess.run(["docker", "ps", "-aq", "--filter", f"name=^{name}$"],
+                                capture_output=True, text=True, timeout=60, check=False)
+        absent = absent + 1 if listed.returncode == 0 and not listed.stdout.strip() else 0
+        if absent == 2:
+            return
+        time.sleep(0.5)
 
 
 if __name__ == "__main__":
