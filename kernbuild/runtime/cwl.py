@@ -32,6 +32,7 @@ import os
 import shlex
 import shutil
 import sys
+import threading
 from pathlib import Path
 from typing import ClassVar
 
@@ -99,11 +100,15 @@ class CwlRunner(Runner):
             link = cache / name
             if link.exists() and os.path.samefile(link, image.ref):
                 continue
-            link.unlink(missing_ok=True)
+            # Staged, then renamed over the old name: cwltool's and Toil's targets share
+            # this cache and may prepare the same SIF at once.
+            staged = cache / f".{name}.{os.getpid()}-{threading.get_ident()}"
+            staged.unlink(missing_ok=True)
             try:
-                os.link(image.ref, link)  # cwltool hard-links found SIFs: one filesystem
+                os.link(image.ref, staged)  # cwltool hard-links found SIFs: one filesystem
             except OSError:
-                shutil.copyfile(image.ref, link)
+                shutil.copyfile(image.ref, staged)
+            os.replace(staged, link)
 
     def trust(self, key) -> None:
         if self.apptainer:
