@@ -109,6 +109,8 @@ class CwlRunner(Runner):
             except OSError:
                 shutil.copyfile(image.ref, staged)
             os.replace(staged, link)
+            # rename(2) leaves both names when they are links of one file already
+            staged.unlink(missing_ok=True)
 
     def trust(self, key) -> None:
         if self.apptainer:
