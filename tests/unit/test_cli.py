@@ -136,7 +136,8 @@ def test_matrix_filters_name_what_exists(suite_dir):
                           (("--pipeline", "aa"), "aa has no pipeline section"),
                           (("--image", "nosuch"), "no recipe named 'nosuch'"),
                           (("--target", "podman"), "unknown target 'podman'"),
-                          (("--executor", "pbs"), "unknown executor 'pbs'")):
+                          (("--executor", "pbs"), "unknown executor 'pbs'"),
+                          (("--toil-batch-system", "lsf"), "unknown Toil batch system 'lsf'")):
         result = kernbuild("test", *args, cwd=suite_dir.parent)
         assert result.returncode == 1, args
         assert f"error: {message}" in result.stderr and "Traceback" not in result.stderr
