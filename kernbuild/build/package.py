@@ -516,49 +516,8 @@ class PackageBuilder:
                        "apt-get update failed",
                        "is Debian's archive reachable from containers?", workdir=root,
                        environment=apt_env, refused=proxy)
-            # A variant's build dependencies are most likely the ones that went wrong.
-            line, _ = recipe.where(("variants", recipe.variant.name, "build", "depends")
-                                   if recipe.variant else ("build", "depends"))
-            hint = f"check build.depends in {recipe.path}:{line}"
-            key = snapshot = None
-            if self.snapshots and not varied.packages and not varied.setup:
-                resolved = snapshots.Resolution.parse(self._exec(
-                    session, [*snapshots.RESOLVE, where], log, recipe,
-                    "its build dependencies could not be resolved", hint, workdir=root,
-                    environment=apt_env))
-                if resolved.files:  # else the build image has them all: nothing to keep
-                    key = snapshots.snapshot_key(self.environment.image_id, resolved)
-                    snapshot = snapshots.find(client, key)
-            if snapshot is not None:
-                log.write(f"# build dependencies ({len(resolved.files)} packages) "
-                          f"installed already in {snapshot}\n")
-                if proxy is not None:
-                    log.write(f"# {proxy.counts(_address(session.container))}\n")
-                stack.close()  # this container's work is done: the snapshot's takes over
-                session = stack.enter_context(session_of(snapshot))
-            else:
-                self._exec(session, ["apt-get", "build-dep", "-y", where], log, recipe,
-                           "its build dependencies could not be installed", hint,
-                           workdir=root, environment=apt_env, refused=proxy)
-                if key is not None:
-                    started = time.monotonic()
-                    # What only apt itself reads goes first: no step after this one runs apt.
-                    self._exec(session, ["sh", "-c", snapshots.TRIM], log, recipe,
-                               "could not clean apt's files before the snapshot", "",
-                               workdir=root)
-                    made = snapshots.commit(client, session.container, key,
-                                            self.environment.image_id, recipe.name)
-                    log.write(f"# snapshot {made} took {time.monotonic() - started:.2f} s\n")
-                if varied.packages:
-                    self._exec(session, ["apt-get", "install", "-y", "--no-install-recommends",
-                                         *varied.packages], log, recipe,
-                               "the tools of the varied build could not be installed", "",
-                               workdir=root, environment=apt_env, refused=proxy)
-                for command in varied.setup:
-                    self._exec(session, list(command), log, recipe,
-                               "the varied build could not be set up", "", workdir=root)
-                if proxy is not None:  # this container's share of what the cache did
-                    log.write(f"# {proxy.counts(_address(session.container))}\n")
+            session = self._install_build_dependencies(
+                client, stack, session, session_of, recipe, where, log, apt_env, proxy)
             # Build offline: a build that fetches from the network is not reproducible.
             self._disconnect(client, session.container)
             self.report(recipe.name, "building", "dpkg-buildpackage (offline)")
@@ -574,6 +533,59 @@ class PackageBuilder:
             output = self._exec(session, ["sh", "-c", "lintian --fail-on none *.deb"],
                                 log, recipe, "lintian could not run", "", workdir=root)
             return tuple(line for line in output.splitlines() if line[:2] in ("E:", "W:"))
+
+    def _install_build_dependencies(self, client, stack: ExitStack, session: DockerSession,
+                                    session_of, recipe: Recipe, where: str, log,
+                                    apt_env: dict | None,
+                                    proxy: DownloadProxy | None) -> DockerSession:
+        """The recipe's build dependencies installed, and the session the build goes on
+        in: ``session`` after ``apt-get build-dep`` (then committed as a snapshot keyed
+        by the exact packages apt resolved), or, when a snapshot of those same packages
+        exists, a session of that snapshot in its place. A varied build (reprotest's
+        extra tools and setup) is never snapshotted nor started from one."""
+        varied, root = self.conditions, self.conditions.root
+        # A variant's build dependencies are most likely the ones that went wrong.
+        line, _ = recipe.where(("variants", recipe.variant.name, "build", "depends")
+                               if recipe.variant else ("build", "depends"))
+        hint = f"check build.depends in {recipe.path}:{line}"
+        key = snapshot = None
+        if self.snapshots and not varied.packages and not varied.setup:
+            resolved = snapshots.Resolution.parse(self._exec(
+                session, [*snapshots.RESOLVE, where], log, recipe,
+                "its build dependencies could not be resolved", hint, workdir=root,
+                environment=apt_env))
+            if resolved.files:  # else the build image has them all: nothing to keep
+                key = snapshots.snapshot_key(self.environment.image_id, resolved)
+                snapshot = snapshots.find(client, key)
+        if snapshot is not None:
+            log.write(f"# build dependencies ({len(resolved.files)} packages) "
+                      f"installed already in {snapshot}\n")
+            if proxy is not None:
+                log.write(f"# {proxy.counts(_address(session.container))}\n")
+            stack.close()  # this container's work is done: the snapshot's takes over
+            return stack.enter_context(session_of(snapshot))
+        self._exec(session, ["apt-get", "build-dep", "-y", where], log, recipe,
+                   "its build dependencies could not be installed", hint,
+                   workdir=root, environment=apt_env, refused=proxy)
+        if key is not None:
+            started = time.monotonic()
+            # What only apt itself reads goes first: no step after this one runs apt.
+            self._exec(session, ["sh", "-c", snapshots.TRIM], log, recipe,
+                       "could not clean apt's files before the snapshot", "", workdir=root)
+            made = snapshots.commit(client, session.container, key,
+                                    self.environment.image_id, recipe.name)
+            log.write(f"# snapshot {made} took {time.monotonic() - started:.2f} s\n")
+        if varied.packages:
+            self._exec(session, ["apt-get", "install", "-y", "--no-install-recommends",
+                                 *varied.packages], log, recipe,
+                       "the tools of the varied build could not be installed", "",
+                       workdir=root, environment=apt_env, refused=proxy)
+        for command in varied.setup:
+            self._exec(session, list(command), log, recipe,
+                       "the varied build could not be set up", "", workdir=root)
+        if proxy is not None:  # this container's share of what the cache did
+            log.write(f"# {proxy.counts(_address(session.container))}\n")
+        return session
 
     @staticmethod
     def _disconnect(client, container) -> None:
