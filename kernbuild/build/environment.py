@@ -73,6 +73,20 @@ def ensure(client: "docker.DockerClient", settings: SuiteSettings, work: Path,
     return BuildEnvironment(base, base_id, tag, build_id)
 
 
+def installed_packages(client: "docker.DockerClient", image: str) -> dict[str, str]:
+    """Every Debian package installed in ``image``: name (``name:arch`` where dpkg
+    says so) -> version, read by dpkg-query in a throwaway labelled container."""
+    from kernbuild.runtime import ImageRef
+    from kernbuild.runtime.docker import DockerRunner
+
+    result = DockerRunner(lambda: client, labels={"kernbuild": "check"}).run(
+        ImageRef(image), "dpkg-query -W -f '${binary:Package}\\t${Version}\\n'", timeout=300)
+    if result.exit_code != 0:
+        raise KernError(f"could not list the packages of {image}: {result.output[-500:]}",
+                        "is the image there? 'docker image ls' lists them")
+    return dict(line.split("\t", 1) for line in result.output.splitlines() if "\t" in line)
+
+
 def ensure_base(client: "docker.DockerClient", settings: SuiteSettings, work: Path,
                 say: Say = lambda _: None) -> tuple[str, str]:
     """The suite's base image (tag, id), made if missing (about a minute)."""

@@ -201,6 +201,19 @@ def reproduce(ctx: typer.Context,
                       f"{escape(check.detail or 'against ' + check.against)}")
             for line in check.differences:
                 out.print(f"  {line}", markup=False, highlight=False)
+        if not done.released_build_image:
+            out.print(f"built in {done.build_image[:19]}: the release recorded no build image",
+                      markup=False, highlight=False)
+        elif done.same_build_image:
+            out.print(f"built in {done.build_image[:19]}, the release's own build image",
+                      markup=False, highlight=False)
+        else:
+            out.print(f"built in {done.build_image[:19]}, not the release's "
+                      f"{done.released_build_image[:19]} (gone from the engine); "
+                      f"{len(done.build_image_changes)} package(s) differ:", markup=False,
+                      highlight=False)
+            for change in done.build_image_changes:
+                out.print(f"  {change}", markup=False, highlight=False)
         for name in done.variations:
             out.print(f"varied {name}: {VARIATIONS[name].description}", markup=False,
                       highlight=False)

@@ -44,9 +44,10 @@ from kernbuild.errors import KernError
 from kernbuild.failpoints import boundary
 from kernbuild.fsutil import atomic_write, atomic_write_json, partial_dir
 from kernbuild.recipe.model import Suite
-from kernbuild.release.notes import (ReleasedCell, ReleasedImage, ReleasedRecipe, ReleaseNotes,
-                                     ReleaseRecord, due_date, make_notes, refuse_failures,
-                                     render_markdown, with_accepted)
+from kernbuild.release.notes import (ReleasedBuildImage, ReleasedCell, ReleasedImage,
+                                     ReleasedRecipe, ReleaseNotes, ReleaseRecord, due_date,
+                                     make_notes, refuse_failures, render_markdown,
+                                     with_accepted)
 from kernbuild.results import LockEntry, from_json, to_json
 from kernbuild.workspace import Workspace
 
@@ -220,6 +221,7 @@ def _cut(workspace: Workspace, suite: Suite, previous: ReleaseRecord | None,
         for c in sorted(run.cells, key=lambda c: (c.pipeline, c.image, c.form, c.target))),
         settings.accepted_failures)
     refuse_failures(cells, planned.title, _where(workspace, "accepted_failures"))
+    build_image = keep_build_image(builder, planned.distribution)
 
     repo = open_repository(workspace, suite)
     locks = sorted(run.images, key=lambda lock: lock.tag)
@@ -274,7 +276,8 @@ def _cut(workspace: Workspace, suite: Suite, previous: ReleaseRecord | None,
                 sums = {r.filename: sha256_and_size(repo.root / r.filename)[0] for r in chosen}
                 record = ReleaseRecord(settings.name, planned.number, planned.distribution,
                                        planned.due, planned_recipes(suite, versions, sums, files),
-                                       tuple(images), cells, generation)
+                                       tuple(images), cells, generation,
+                                       build_image=build_image)
                 notes = make_notes(previous, record, settings.dropped, settings.calendar, where)
                 markdown = render_markdown(notes)
                 (work / "notes.md").write_text(markdown)
@@ -297,6 +300,26 @@ def _cut(workspace: Workspace, suite: Suite, previous: ReleaseRecord | None,
     journal.unlink(missing_ok=True)
     say(f"{planned.title}: released; suite.yaml now says release: {following}")
     return ReleaseOutcome(record, notes, markdown, final, generation, following)
+
+
+def keep_build_image(builder, distribution: str) -> ReleasedBuildImage:
+    """The build image ``builder``'s packages were built in, tagged
+    ``kern/build:<distribution>`` so that the engine keeps it after the suite's build
+    image moves on (a new base, a changed toolchain), with every package in it."""
+    from docker.errors import DockerException
+
+    from kernbuild.build.environment import installed_packages
+
+    client, environment = builder.connect(), builder.environment
+    repository = environment.image.partition(":")[0]
+    try:
+        client.images.get(environment.image_id).tag(repository, distribution)
+    except DockerException as exc:
+        raise KernError(f"could not tag the build image {environment.image_id} as "
+                        f"{repository}:{distribution}: {exc}",
+                        "run kernbuild release again: nothing was frozen") from exc
+    return ReleasedBuildImage(f"{repository}:{distribution}", environment.image_id,
+                              installed_packages(client, environment.image_id))
 
 
 def snapshot_recipes(recipes: Path, dest: Path) -> Path:

@@ -55,6 +55,31 @@ class ReleasedImage:
 
 
 @dataclass(frozen=True)
+class ReleasedBuildImage:
+    """The build image a release's packages were built in, kept in the engine as
+    ``kern/build:<distribution>`` and recorded with every package installed in it (what
+    Debian's .buildinfo keeps as Installed-Build-Depends): ``kernbuild reproduce``
+    rebuilds in it, or, once it is gone, names what changed in the one it used."""
+
+    tag: str  # kern/build:kern-N
+    image: str  # its id, sha256:...
+    packages: dict[str, str] = field(default_factory=dict)  # package -> version
+
+
+def build_image_changes(released: dict[str, str], used: dict[str, str]) -> tuple[str, ...]:
+    """How the packages of a build image ``used`` differ from the release's:
+    ``name old -> new``, ``+name new`` (only in ``used``), ``-name old`` (gone)."""
+    changes = []
+    for name in sorted(set(released) | set(used)):
+        old, new = released.get(name), used.get(name)
+        if old == new:
+            continue
+        changes.append(f"+{name} {new}" if old is None else f"-{name} {old}" if new is None
+                       else f"{name} {old} -> {new}")
+    return tuple(changes)
+
+
+@dataclass(frozen=True)
 class ReleasedCell:
     """One matrix cell's outcome; ``accepted`` is the suite's reason for shipping a
     failure."""
@@ -86,6 +111,7 @@ class ReleaseRecord:
     cells: tuple[ReleasedCell, ...] = ()
     generation: int = 0  # the repository generation that first served it
     matrix_run: bool = True  # False in a dry run: the grid is not known yet
+    build_image: ReleasedBuildImage | None = None  # None: cut before it was recorded
 
     @property
     def title(self) -> str:

@@ -19,6 +19,12 @@ holding the ``release`` lock, so a release being cut is finished first; one
 that was interrupted (its journal is there) is refused until it is finished.
 With ``sif``, each image of the release still in the engine has its SIF
 payload made twice and compared (:mod:`kernbuild.release.sifcheck`).
+
+The rebuilds run in the release's own build image (``kern/build:kern-N``, kept by
+the release) while the engine has it; once it is gone, in the suite's build image
+as it is now, and the result names every package of that image that differs from
+the release's (a .deb that differs may owe it to a newer debhelper, not to the
+package).
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -38,7 +44,7 @@ from kernbuild.errors import KernError
 from kernbuild.fsutil import check_empty_destination, remove_dead_scratch, remove_tree
 from kernbuild.release.cut import RECIPES, journal_path, read_record, releases_dir
 from kernbuild.release.debdiff import Difference, deb_differences
-from kernbuild.release.notes import ReleaseRecord, ReleasedRecipe
+from kernbuild.release.notes import ReleaseRecord, ReleasedRecipe, build_image_changes
 from kernbuild.release.sifcheck import SKIPPED, SifCheck
 from kernbuild.release.variations import VARIATIONS, conditions
 from kernbuild.workspace import Workspace
@@ -74,9 +80,18 @@ class Reproduction:
     variations: tuple[str, ...]
     build_image: str  # the id of the image the rebuilds ran in
     debs: tuple[DebCheck, ...]
+    released_build_image: str = ""  # the release's build image id ("": not recorded)
+    #: The packages of ``build_image`` that differ from the release's build image
+    #: (:func:`kernbuild.release.notes.build_image_changes`); none when it is the same.
+    build_image_changes: tuple[str, ...] = ()
     sifs: tuple[SifCheck, ...] = ()
     kept: str = ""  # where the rebuilt .debs and logs were kept
     seconds: float = 0.0
+
+    @property
+    def same_build_image(self) -> bool:
+        """The rebuilds ran in the image the release was built in."""
+        return self.build_image == self.released_build_image
 
     @property
     def ok(self) -> bool:
@@ -117,8 +132,8 @@ def reproduce_release(workspace: Workspace, distribution: str, *,
     scratch_root.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{os.getpid()}-{distribution}-", dir=scratch_root))
     try:
-        debs, image = _rebuild(workspace, suite, record, scratch, variations, jobs, say,
-                               report, keep)
+        debs, image, changes = _rebuild(workspace, suite, record, scratch, variations,
+                                        jobs, say, report, keep)
     finally:
         remove_tree(scratch)
     sifs: tuple[SifCheck, ...] = ()
@@ -126,8 +141,9 @@ def reproduce_release(workspace: Workspace, distribution: str, *,
         from kernbuild.release.sifcheck import check_sifs
 
         sifs = check_sifs(workspace, suite, record, say)
-    return Reproduction(distribution, variations, image, debs, sifs,
-                        str(keep) if keep else "", time.monotonic() - started)
+    released_image = record.build_image.image if record.build_image else ""
+    return Reproduction(distribution, variations, image, debs, released_image, changes,
+                        sifs, str(keep) if keep else "", time.monotonic() - started)
 
 
 def _read_release(workspace: Workspace, distribution: str,
@@ -165,7 +181,7 @@ def released_version(released: ReleasedRecipe) -> str:
 
 def _rebuild(workspace: Workspace, suite, record: ReleaseRecord, scratch: Path,
              variations: tuple[str, ...], jobs: int, say, report,
-             keep: Path | None) -> tuple[tuple[DebCheck, ...], str]:
+             keep: Path | None) -> tuple[tuple[DebCheck, ...], str, tuple[str, ...]]:
     from kernbuild.build import open_builder
     from kernbuild.recipe.graph import build_order
 
@@ -178,6 +194,7 @@ def _rebuild(workspace: Workspace, suite, record: ReleaseRecord, scratch: Path,
     builder.cache = scratch / "builds"  # never the build cache
     builder.conditions = conditions(variations)
     builder.snapshots = False  # every dependency installed anew, as a rebuilder would
+    builder.environment, changes = _release_environment(builder, record, say)
     by_name = {r.name: r for r in released}
     order = [r for r in build_order(suite, list(by_name)) if r.name in by_name]
     say(f"{record.title}: rebuilding {len(order)} recipe(s), varying "
@@ -202,7 +219,26 @@ def _rebuild(workspace: Workspace, suite, record: ReleaseRecord, scratch: Path,
             debs = _keep(debs, keep, builder.builds / "logs")
         checks += compare_debs(recipe.name, frozen, by_name[recipe.name].files,
                                {deb.name: deb for deb in debs}, kept=keep is not None)
-    return tuple(checks), builder.environment.image_id
+    return tuple(checks), builder.environment.image_id, changes
+
+
+def _release_environment(builder, record: ReleaseRecord, say) -> tuple[object, tuple[str, ...]]:
+    """The build environment to rebuild in: the release's own build image while the
+    engine has it; else the suite's current one, with how its packages differ."""
+    from kernbuild.build.environment import installed_packages
+    from kernbuild.engine import image_id
+
+    current, kept = builder.environment, record.build_image
+    if kept is None:
+        say(f"{record.title} did not record its build image: rebuilding in {current.image}")
+        return current, ()
+    client = builder.connect()
+    if image_id(client, kept.image) == kept.image:
+        return replace(current, image=kept.tag, image_id=kept.image), ()
+    changes = build_image_changes(kept.packages, installed_packages(client, current.image_id))
+    say(f"{record.title}'s build image {kept.image[:19]} is gone from the engine: rebuilding "
+        f"in {current.image}, {len(changes)} package(s) differ from the release's")
+    return current, changes
 
 
 def compare_debs(recipe: str, frozen: dict[str, Path], sums: dict[str, str],

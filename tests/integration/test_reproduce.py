@@ -5,7 +5,10 @@ built in, and a pipeline's image) is released as kern-1 on a real engine. Its
 packages rebuilt without the clock variation are byte for byte the frozen ones,
 and so is the SIF payload made again from its image; with every variation (the
 clock 398 days ahead), the make-built package differs and the file that differs
-is named, with exit status 1. Neither run touches the build cache, the
+is named, with exit status 1. The first run rebuilds in the release's own build
+image (kept as kern/build:kern-1); the second, told by the record that the release
+was built in an image the engine no longer has, names each package of the image it
+used that differs from the release's. Neither run touches the build cache, the
 repository or kern.lock. No mocks.
 """
 
@@ -78,6 +81,10 @@ def test_a_release_rebuilds_byte_for_byte(docker_engine, tmp_path: Path) -> None
     record = json.loads((kept / "release.json").read_text())
     frozen = sorted(Path(f).name for r in record["recipes"] for f in r["files"])
     assert len(frozen) == 3
+    built_in = record["build_image"]
+    assert built_in["tag"] == "kern/build:kern-1"
+    assert docker_engine.images.get("kern/build:kern-1").id == built_in["image"]
+    assert built_in["packages"]["debhelper"] and built_in["packages"]["dpkg-dev"]
     before = _state_bytes(suite)
 
     # Every variation but the clock: the same bytes, .debs and SIF payload alike.
@@ -90,8 +97,16 @@ def test_a_release_rebuilds_byte_for_byte(docker_engine, tmp_path: Path) -> None
     [sif] = done["sifs"]
     assert sif["image"] == "kern/rep-check:1" and sif["status"] == "identical", sif
     assert sif["first_sha256"] == sif["second_sha256"]
+    assert done["build_image"] == built_in["image"] == done["released_build_image"]
+    assert done["build_image_changes"] == []
     assert _state_bytes(suite) == before
     assert list((suite.state / "reproduce").iterdir()) == []
+
+    # As if kern-1 had been built long ago, in an image gone since, with an older
+    # debhelper and a tool the current image lacks.
+    gone = {**built_in, "image": "sha256:" + "0" * 64, "packages": {
+        **built_in["packages"], "debhelper": "12.0~old", "kern-gone-tool": "1.0"}}
+    (kept / "release.json").write_text(json.dumps({**record, "build_image": gone}))
 
     # Every variation: the clock is a year ahead, and the year the build wrote is named.
     varied = suite.run("reproduce", "kern-1", "--keep", str(tmp_path / "kept"), check=False)
@@ -102,6 +117,10 @@ def test_a_release_rebuilds_byte_for_byte(docker_engine, tmp_path: Path) -> None
     assert any(stamp in line and "differs" in line for line in lines), varied.stdout
     assert f"{stamp}: data.tar.xz: ./usr/share/rep-stamp/year: content" in varied.stdout
     assert "2/3 .debs identical" in varied.stdout
+    assert (f"not the release's {gone['image'][:19]} (gone from the engine); 2 package(s) "
+            "differ:") in varied.stdout
+    assert f"  debhelper 12.0~old -> {built_in['packages']['debhelper']}" in lines
+    assert "  -kern-gone-tool 1.0" in lines
     for name in ("rep-alpha_1.0-1kern1_all.deb", "rep-check_1.0-1kern1_all.deb"):
         assert any(name in line and "identical" in line for line in lines), varied.stdout
     rebuilt = tmp_path / "kept" / stamp

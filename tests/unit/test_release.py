@@ -14,7 +14,8 @@ import pytest
 from kernbuild.errors import KernError, RecipeError
 from kernbuild.recipe import load_suite
 from kernbuild.recipe.settings import Calendar
-from kernbuild.release.notes import (ReleasedCell, ReleasedImage, ReleasedRecipe, ReleaseRecord,
+from kernbuild.release.notes import (ReleasedBuildImage, ReleasedCell, ReleasedImage,
+                                     ReleasedRecipe, ReleaseRecord, build_image_changes,
                                      compare, due_date, make_notes, refuse_failures,
                                      refused_cells, release_months, render_markdown,
                                      with_accepted)
@@ -182,6 +183,25 @@ def test_a_drop_without_a_reason_fails_the_command_at_its_line(tmp_path: Path):
     assert "Traceback" not in done.stderr
 
 
+def test_a_build_image_s_changes_name_each_package_once():
+    released = {"debhelper": "13.24", "dh-python": "6.2", "libc6:amd64": "2.41-6",
+                "python3-old": "1.0"}
+    used = {"debhelper": "13.26", "dh-python": "6.2", "libc6:amd64": "2.41-12",
+            "python3-new": "2.0"}
+    assert build_image_changes(released, used) == (
+        "debhelper 13.24 -> 13.26", "libc6:amd64 2.41-6 -> 2.41-12", "+python3-new 2.0",
+        "-python3-old 1.0")
+    assert build_image_changes(released, dict(released)) == ()
+
+
+def test_the_build_image_survives_the_record_s_json_and_an_old_record_has_none():
+    kept = ReleasedBuildImage("kern/build:kern-1", "sha256:" + "b" * 64, {"debhelper": "13.24"})
+    one = ReleaseRecord("kern", 1, "kern-1", "2026-11-01", build_image=kept)
+    assert from_json(ReleaseRecord, json.loads(json.dumps(to_json(one)))) == one
+    older = {k: v for k, v in to_json(one).items() if k != "build_image"}
+    assert from_json(ReleaseRecord, older).build_image is None
+
+
 def test_a_release_number_released_already_is_refused(tmp_path: Path):
     directory = _suite(tmp_path, "name: kern\nrelease: 1\n", {"aa": "1.0"})
     state = tmp_path / "state"
@@ -256,6 +276,9 @@ def staged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
     cell = CellResult("k", "aa", "aa", "docker", "docker", "fail", "assertion sum failed")
     monkeypatch.setattr("kernbuild.build.open_builder", lambda *a, **k: Builder())
+    # the build image's tag and package list (a container of the engine) stand in too
+    monkeypatch.setattr("kernbuild.release.cut.keep_build_image", lambda _builder, dist: (
+        ReleasedBuildImage(f"kern/build:{dist}", "sha256:" + "b" * 64, {"debhelper": "13.24"})))
     monkeypatch.setattr("kernbuild.matrix.run_matrix",
                         lambda *a, **k: MatrixRun([cell], [], tmp_path / "kept"))
     yield workspace
@@ -293,6 +316,7 @@ def test_an_accepted_failure_ships_and_the_release_is_recorded(staged) -> None:
     assert [(r["name"], r["packages"]) for r in record["recipes"]] == [
         ("aa", {"aa": "1.0-1kern1"}), ("bb", {"bb": "2.0-1kern1"})]
     assert all(len(sha) == 64 for r in record["recipes"] for sha in r["files"].values())
+    assert record["build_image"]["tag"] == "kern/build:kern-1"
     assert "release: 2   # KERN-2: kern2" in suite_yaml.read_text()
     moved_on = load_suite(staged.recipes)
     repo = open_repository(staged, moved_on)
