@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
+from kernbuild.engine import image_id
 from kernbuild.errors import KernError
 from kernbuild.failpoints import boundary
 from kernbuild.images.plan import (GPU_CHECK, GPU_VARIANT, ImagePlan, image_packages,
@@ -69,7 +70,8 @@ def build_images(workspace, suite: Suite, names: list[str], *,
     from kernbuild.build import open_builder
     from kernbuild.build.downloads import download_cache
     from kernbuild.build.package import published_versions
-    from kernbuild.images.docker import build_image, serve_repository
+    from kernbuild.images.docker import (build_image, build_inputs, built_already,
+                                         serve_repository)
     from kernbuild.images.gpu import check_gpu, refuse_driver_libraries
 
     recipes = [suite.get(name) for name in names]
@@ -110,10 +112,15 @@ def build_images(workspace, suite: Suite, names: list[str], *,
                              for p in layer.packages) for layer in plan.layers]
             entry = lock_entry(suite, builder, plan, versions)
             labels = {**plan.labels, **build_labels(suite, entry)}
-            report(recipe.name, "image", f"docker build {plan.tag}")
-            with serve_repository(client, builder.repo, env.image) as network:
-                built = build_image(client, plan, pins, keyring_sha256, labels, network,
-                                    workspace.images, download_cache(workspace.state))
+            inputs = build_inputs(plan, pins, keyring_sha256, labels,
+                                  image_id(client, plan.base) or plan.base)
+            built = built_already(client, plan, inputs)
+            if built is None:
+                report(recipe.name, "image", f"docker build {plan.tag}")
+                with serve_repository(client, builder.repo, env.image) as network:
+                    built = build_image(client, plan, pins, keyring_sha256, labels, network,
+                                        workspace.images, download_cache(workspace.state),
+                                        inputs=inputs)
             if built.downloads:
                 report(recipe.name, "image", built.downloads)
             entry = replace(entry, image=built.id, size=built.size)

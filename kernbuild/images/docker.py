@@ -8,10 +8,17 @@ Exact package versions come in as build arguments, one per layer: a new
 version rebuilds its layer and the ones above it, nothing else. Debian's
 packages come through the download cache (:mod:`kernbuild.build.downloads`), so
 a rebuild fetches none of them again.
+
+An image records what it was built from (:data:`INPUTS`: its rendered files, build
+arguments, labels and base image id): when the tag already names an image of the
+same inputs, nothing is built and no repository is served (:func:`built_already`),
+which is what every ``kernbuild test`` finds for every image it checks.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import secrets
 import tempfile
 from contextlib import contextmanager, nullcontext
@@ -31,6 +38,8 @@ if TYPE_CHECKING:
     from kernbuild.repo import AptRepository
 
 REPO_ALIAS = DEFAULT_REPO_URL.removeprefix("http://")
+#: The label holding the sha256 of what an image was built from (:func:`build_inputs`).
+INPUTS = "org.kernsuite.build-inputs"
 
 
 @dataclass(frozen=True)
@@ -72,10 +81,37 @@ def serve_repository(client: "docker.DockerClient", repo: "AptRepository",
         network.remove()
 
 
+def build_inputs(plan: ImagePlan, pins: list[str], keyring_sha256: str,
+                 labels: dict[str, str], base_id: str) -> str:
+    """sha256 of all that a ``docker build`` of ``plan`` reads but the archive: the
+    rendered context, the pinned layers, the keyring's sha256, the labels and
+    ``base_id``, the id the base's tag names now (a tag can move)."""
+    digest = hashlib.sha256()
+    for path, text in sorted(render_context([plan]).items()):
+        digest.update(f"{path}\0{text}\0".encode())
+    digest.update(json.dumps({"base": base_id, "pins": pins, "keyring": keyring_sha256,
+                              "labels": labels}, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def built_already(client: "docker.DockerClient", plan: ImagePlan,
+                  inputs: str) -> BuiltImage | None:
+    """The image ``plan.tag`` names, if it was built from exactly ``inputs``."""
+    from docker.errors import ImageNotFound
+
+    try:
+        image = client.images.get(plan.tag)
+    except ImageNotFound:
+        return None
+    found = image.labels or {}
+    return BuiltImage(plan.tag, image.id, image.attrs["Size"], found) \
+        if found.get(INPUTS) == inputs else None
+
+
 def build_image(client: "docker.DockerClient", plan: ImagePlan, pins: list[str],
                 keyring_sha256: str, labels: dict[str, str], network: str,
                 work: Path, downloads: Path | None = None,
-                nocache: bool = False) -> BuiltImage:
+                nocache: bool = False, inputs: str | None = None) -> BuiltImage:
     """``docker build`` of ``plan``; ``pins`` are the layers' packages as name=version,
     ``keyring_sha256`` the sha256 of the repository's keyring file.
 
@@ -84,8 +120,13 @@ def build_image(client: "docker.DockerClient", plan: ImagePlan, pins: list[str],
     predefined ``http_proxy`` build argument: Docker keeps it out of the layer cache and
     the image, and the rendered Dockerfiles never name it. The suite's repository is
     reached directly (``no_proxy``): only this network resolves its name. ``nocache``
-    builds every layer anew (tests/bench/bench_package.py's cold image rebuild)."""
+    builds every layer anew (tests/bench/bench_package.py's cold image rebuild).
+    ``inputs`` (:func:`build_inputs`, computed if not given) is kept as a label."""
     work.mkdir(parents=True, exist_ok=True)
+    if inputs is None:
+        inputs = build_inputs(plan, pins, keyring_sha256, labels,
+                              engine.image_id(client, plan.base) or plan.base)
+    labels = {**labels, INPUTS: inputs}
     buildargs = {"KERN_REPO": DEFAULT_REPO_URL, "KERN_KEYRING_SHA256": keyring_sha256}
     buildargs.update({f"KERN_LAYER_{i}": layer for i, layer in enumerate(pins, 1)})
     proxy = open_proxy(downloads, bridge_gateway(client, network)) if downloads else None

@@ -169,3 +169,25 @@ def test_kern_apt_install_adds_debian_areas(tmp_path):
     assert "Components: main contrib non-free\n" in (root / "sources.list.d/debian.sources"
                                                       ).read_text()
     assert (root / "sources.list.d/kern.list").read_text().endswith(" main\n")  # ours: main only
+
+
+def test_an_image_s_build_inputs_change_with_each_thing_a_build_reads():
+    """What :func:`built_already` compares: one changed input, one other key; the same
+    inputs given again, the same key."""
+    from kernbuild.images.docker import build_inputs
+
+    katpoint, future = plans()["katpoint"], plans()["future"]
+    pins = ["python3-future=1.0.0-1kern1", "python3-katpoint=0.10.3-1kern1"]
+    labels = {"org.kernsuite.recipe-hash": "r1"}
+    key = build_inputs(katpoint, pins, "k" * 64, labels, "sha256:base")
+    assert key == build_inputs(katpoint, list(pins), "k" * 64, dict(labels), "sha256:base")
+    changed = [
+        build_inputs(future, pins, "k" * 64, labels, "sha256:base"),  # another Dockerfile
+        build_inputs(katpoint, [pins[0], "python3-katpoint=0.10.3-1kern1+b1"], "k" * 64,
+                     labels, "sha256:base"),  # a rebuilt package
+        build_inputs(katpoint, pins, "n" * 64, labels, "sha256:base"),  # a new key
+        build_inputs(katpoint, pins, "k" * 64, {**labels, "org.kernsuite.recipe-hash": "r2"},
+                     "sha256:base"),
+        build_inputs(katpoint, pins, "k" * 64, labels, "sha256:moved"),  # the base's tag moved
+    ]
+    assert len({key, *changed}) == 6
