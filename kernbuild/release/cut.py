@@ -33,6 +33,7 @@ matrix grid: it writes nothing.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shutil
@@ -200,12 +201,32 @@ def _cut(workspace: Workspace, suite: Suite, previous: ReleaseRecord | None,
     from kernbuild.build.package import published_versions
     from kernbuild.lockfile import lockfile_path
     from kernbuild.matrix import run_matrix
+    from kernbuild.matrix.state import CellResult
     from kernbuild.matrix.report import write_html, write_junit
     from kernbuild.repo.verify import sha256_and_size
 
     settings = suite.settings
+    done = itertools.count(1)
+
+    def built(recipe: str, state: str, detail: str) -> None:
+        """One line per recipe as it finishes: a release's build is long, and its log is
+        what a scheduled job leaves."""
+        if state in ("built", "cached", "failed", "skipped"):
+            first = detail.splitlines()[0] if detail else ""
+            say(f"{planned.title}: {recipe} {state}{f' ({first})' if first else ''}, "
+                f"{next(done)} of {len(suite.recipes)}")
+
+    def ran(cell, state: str) -> None:
+        """One line per matrix cell as it finishes (a :class:`CellResult`; a planned
+        :class:`~kernbuild.matrix.Cell` is only starting)."""
+        if not isinstance(cell, CellResult):
+            return
+        detail = cell.reason or f"{cell.seconds:.1f} s"
+        say(f"{planned.title}: {cell.pipeline}/{cell.image}/{cell.target} {cell.status} "
+            f"({detail})")
+
     say(f"{planned.title}: building the suite")
-    builder = open_builder(workspace, suite, jobs=jobs, say=say)
+    builder = open_builder(workspace, suite, jobs=jobs, report=built, say=say)
     failed = [r for r in builder.run([r.name for r in suite.recipes])
               if r.state in ("failed", "skipped")]
     if failed:
@@ -215,7 +236,7 @@ def _cut(workspace: Workspace, suite: Suite, previous: ReleaseRecord | None,
                         "kernbuild package shows each log; fix them, or drop a recipe "
                         "(dropped: {name: reason} in suite.yaml)")
     say(f"{planned.title}: running the matrix")
-    run = run_matrix(workspace, suite, targets=targets, jobs=jobs, say=say)
+    run = run_matrix(workspace, suite, targets=targets, jobs=jobs, report=ran, say=say)
     cells = with_accepted(tuple(
         ReleasedCell(c.pipeline, c.image, c.form, c.target, c.status, c.reason)
         for c in sorted(run.cells, key=lambda c: (c.pipeline, c.image, c.form, c.target))),

@@ -271,16 +271,24 @@ def staged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         [make_deb(debs, "aa", "1.0-1kern1"), make_deb(debs, "bb", "2.0-1kern1")])
 
     class Builder:
+        def __init__(self, report=lambda *_: None, **_):
+            self.report = report
+
         def run(self, names):
+            for n in names:
+                self.report(n, "cached", "")
             return [BuildResult(n, "", "", "cached") for n in names]
 
+    def matrix(*_, report=lambda *_: None, **__):
+        report(cell, cell.status)
+        return MatrixRun([cell], [], tmp_path / "kept")
+
     cell = CellResult("k", "aa", "aa", "docker", "docker", "fail", "assertion sum failed")
-    monkeypatch.setattr("kernbuild.build.open_builder", lambda *a, **k: Builder())
+    monkeypatch.setattr("kernbuild.build.open_builder", lambda *a, **k: Builder(**k))
     # the build image's tag and package list (a container of the engine) stand in too
     monkeypatch.setattr("kernbuild.release.cut.keep_build_image", lambda _builder, dist: (
         ReleasedBuildImage(f"kern/build:{dist}", "sha256:" + "b" * 64, {"debhelper": "13.24"})))
-    monkeypatch.setattr("kernbuild.matrix.run_matrix",
-                        lambda *a, **k: MatrixRun([cell], [], tmp_path / "kept"))
+    monkeypatch.setattr("kernbuild.matrix.run_matrix", matrix)
     yield workspace
     _kill_agent(workspace.gnupg)
 
@@ -306,7 +314,11 @@ def test_an_accepted_failure_ships_and_the_release_is_recorded(staged) -> None:
     suite_yaml = staged.recipes / "suite.yaml"
     suite_yaml.write_text(suite_yaml.read_text()
                           + "accepted_failures:\n  aa/aa/docker: known, fixed upstream\n")
-    done = cut_release(staged, load_suite(staged.recipes))
+    said: list[str] = []
+    done = cut_release(staged, load_suite(staged.recipes), say=said.append)
+    # a line per recipe and per cell as each finishes: the scheduled job's log
+    assert said[1:3] == ["KERN-1: aa cached, 1 of 2", "KERN-1: bb cached, 2 of 2"]
+    assert "KERN-1: aa/aa/docker fail (assertion sum failed)" in said
     assert done.directory == staged.state / "releases" / "kern-1" and done.next_release == 2
     for name in ("release.json", "notes.md", "notes.json", "junit.xml", "report/index.html"):
         assert (done.directory / name).is_file(), name
