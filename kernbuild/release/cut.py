@@ -201,8 +201,8 @@ def _cut(workspace: Workspace, suite: Suite, previous: ReleaseRecord | None,
     from kernbuild.build.package import published_versions
     from kernbuild.lockfile import lockfile_path
     from kernbuild.matrix import run_matrix
-    from kernbuild.matrix.state import CellResult
     from kernbuild.matrix.report import write_html, write_junit
+    from kernbuild.matrix.state import CellResult
     from kernbuild.repo.verify import sha256_and_size
 
     settings = suite.settings
