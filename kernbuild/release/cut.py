@@ -46,8 +46,8 @@ from kernbuild.failpoints import boundary
 from kernbuild.fsutil import atomic_write, atomic_write_json, partial_dir
 from kernbuild.recipe.model import Suite
 from kernbuild.release.notes import (ReleasedBuildImage, ReleasedCell, ReleasedImage,
-                                     ReleasedRecipe, ReleaseNotes, ReleaseRecord, due_date,
-                                     make_notes, refuse_failures, render_markdown,
+                                     ReleasedRecipe, ReleaseNotes, ReleaseRecord, cell_key,
+                                     due_date, make_notes, refuse_failures, render_markdown,
                                      with_accepted)
 from kernbuild.results import LockEntry, from_json, to_json
 from kernbuild.workspace import Workspace
@@ -222,8 +222,8 @@ def _cut(workspace: Workspace, suite: Suite, previous: ReleaseRecord | None,
         if not isinstance(cell, CellResult):
             return
         detail = cell.reason or f"{cell.seconds:.1f} s"
-        say(f"{planned.title}: {cell.pipeline}/{cell.image}/{cell.target} {cell.status} "
-            f"({detail})")
+        say(f"{planned.title}: {cell_key(cell.pipeline, cell.image, cell.target)} "
+            f"{cell.status} ({detail})")
 
     say(f"{planned.title}: building the suite")
     builder = open_builder(workspace, suite, jobs=jobs, report=built, say=say)
